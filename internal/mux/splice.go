@@ -1,0 +1,72 @@
+package mux
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// HalfCloser is one end of a spliced connection: a *net.TCPConn or a Stream.
+type HalfCloser interface {
+	io.ReadWriteCloser
+	CloseWrite() error
+}
+
+// spliceBufSize is the copy buffer per direction. 32 KiB matches io.Copy and
+// yamux's frame sizes; the bench issue measures whether larger pays.
+const spliceBufSize = 32 << 10
+
+var splicePool = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
+
+// Splice copies a to b and b to a until both directions end, propagating
+// half-close: when one side's reader reaches EOF the other side's write half
+// is closed, and the opposite direction keeps flowing until it ends too, so a
+// client that shuts its write side still receives the whole reply. An error in
+// either direction (reset, dead session) aborts both, so a cut connection is
+// never reported as a clean end. Both a and b are closed when Splice returns.
+// It returns the bytes copied each way and the first error.
+func Splice(a, b HalfCloser) (aToB, bToA int64, err error) {
+	type result struct {
+		n   int64
+		err error
+	}
+	var once sync.Once
+	abort := func() {
+		once.Do(func() {
+			a.Close()
+			b.Close()
+		})
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := copyHalf(b, a)
+		if err != nil {
+			abort()
+		}
+		done <- result{n, err}
+	}()
+	bToA, errBA := copyHalf(a, b)
+	if errBA != nil {
+		abort()
+	}
+	r := <-done
+	abort()
+	return r.n, bToA, errors.Join(r.err, errBA)
+}
+
+// copyHalf copies src to dst with a pooled buffer and closes dst's write half
+// at src's EOF. The wrappers hide ReaderFrom/WriterTo so that io.CopyBuffer
+// uses the pooled buffer instead of allocating its own per connection.
+func copyHalf(dst, src HalfCloser) (int64, error) {
+	bp := splicePool.Get().(*[]byte)
+	defer splicePool.Put(bp)
+	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+	if err != nil {
+		return n, err
+	}
+	if err := dst.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return n, err
+	}
+	return n, nil
+}
