@@ -1,0 +1,190 @@
+package lockfile
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// helperEnv names the lock file a re-executed test binary should hold.
+const helperEnv = "LOCKFILE_TEST_HOLD"
+
+// TestHelperHold is not a test: re-executed with helperEnv set, it takes the
+// lock, says "locked" on stdout and holds it until killed or stdin closes.
+func TestHelperHold(t *testing.T) {
+	path := os.Getenv(helperEnv)
+	if path == "" {
+		t.Skip("helper process only")
+	}
+	l, err := TryAcquire(path)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("locked")
+	io.Copy(io.Discard, os.Stdin)
+	l.Release()
+	os.Exit(0)
+}
+
+// startHolder runs a child process that holds the lock on path.
+func startHolder(t *testing.T, path string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHold$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+path)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if got, want := strings.TrimSpace(line), "locked"; got != want {
+		t.Fatalf("helper said %q (%v), want %q", got, err, want)
+	}
+	return cmd
+}
+
+func TestTryAcquireTwiceInProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.lock")
+	l, err := TryAcquire(path)
+	if err != nil {
+		t.Fatalf("first TryAcquire: %v", err)
+	}
+	_, err = TryAcquire(path)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second TryAcquire: got %v, want ErrLocked", err)
+	}
+	for _, want := range []string{path, "pid " + strconv.Itoa(os.Getpid())} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("got error %q, want it to contain %q", err, want)
+		}
+	}
+	if err := l.Release(); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatalf("second Release: got %v, want nil", err)
+	}
+	l2, err := TryAcquire(path)
+	if err != nil {
+		t.Fatalf("TryAcquire after Release: %v", err)
+	}
+	defer l2.Release()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("lock file after Release: %v, want it kept", err)
+	}
+}
+
+func TestPIDInFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.lock")
+	if err := os.WriteFile(path, []byte("a much longer stale content\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := TryAcquire(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), strconv.Itoa(os.Getpid())+"\n"; got != want {
+		t.Errorf("got file %q, want %q", got, want)
+	}
+}
+
+func TestNoParentDirs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "relay.lock")
+	if _, err := TryAcquire(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("got %v, want an ErrNotExist error", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := Acquire(ctx, path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Acquire: got %v, want an ErrNotExist error", err)
+	}
+}
+
+func TestAcquireWaitsForRelease(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.lock")
+	first, err := TryAcquire(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		l, err := Acquire(context.Background(), path)
+		if err == nil {
+			err = l.Release()
+		}
+		got <- err
+	}()
+	// Acquire cannot succeed before Release: the lock is held until then.
+	if err := first.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("Acquire: got %v, want nil", err)
+	}
+}
+
+func TestAcquireContextDone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.lock")
+	l, err := TryAcquire(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = Acquire(ctx, path)
+	if !errors.Is(err, ErrLocked) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v, want ErrLocked and DeadlineExceeded", err)
+	}
+}
+
+func TestOtherProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.lock")
+	holder := startHolder(t, path)
+
+	_, err := TryAcquire(path)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("TryAcquire while child holds: got %v, want ErrLocked", err)
+	}
+	if want := fmt.Sprintf("(pid %d)", holder.Process.Pid); !strings.Contains(err.Error(), want) {
+		t.Errorf("got error %q, want it to name %q", err, want)
+	}
+
+	// kill -9: the kernel drops the flock when the process dies, which has
+	// happened once Wait returns.
+	if err := holder.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	holder.Wait()
+	l, err := TryAcquire(path)
+	if err != nil {
+		t.Fatalf("TryAcquire after holder was killed: got %v, want nil", err)
+	}
+	l.Release()
+}
