@@ -55,14 +55,14 @@ func TryAcquire(path string) (*Lock, error) {
 
 // Acquire takes the lock on path, waiting until it is free or ctx is done.
 // flock(2) cannot be interrupted by a context, so it polls with LOCK_NB and a
-// backoff growing from 5 ms to 100 ms. When ctx ends first the error wraps
+// backoff growing from 2 ms to 25 ms. When ctx ends first the error wraps
 // both ErrLocked and the context's error.
 func Acquire(ctx context.Context, path string) (*Lock, error) {
 	f, err := open(path)
 	if err != nil {
 		return nil, err
 	}
-	wait := 5 * time.Millisecond
+	wait := 2 * time.Millisecond
 	for {
 		err := lockOrExplain(f, path)
 		if err == nil {
@@ -80,7 +80,7 @@ func Acquire(ctx context.Context, path string) (*Lock, error) {
 			return nil, fmt.Errorf("%w: %w", err, context.Cause(ctx))
 		case <-t.C:
 		}
-		wait = min(2*wait, 100*time.Millisecond)
+		wait = min(2*wait, 25*time.Millisecond)
 	}
 }
 

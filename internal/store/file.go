@@ -1,0 +1,133 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"paradigm/internal/lockfile"
+)
+
+// DefaultLockTimeout bounds how long Update waits for another writer.
+const DefaultLockTimeout = 10 * time.Second
+
+// File is a store file on disk, shared by the running relay and the
+// `paradigm-relay alias` CLI. Update is its only writer; readers use Load.
+type File struct {
+	// Path is the store file. Update locks Path + ".lock" and writes
+	// temporary files next to Path, so its folder must be writable.
+	Path string
+	// LockTimeout bounds Update's wait for the lock; 0 means
+	// DefaultLockTimeout.
+	LockTimeout time.Duration
+}
+
+// Load parses the file. A missing file is an empty table with the Header,
+// not an error: the first Update creates it. Load takes no lock; Update
+// replaces the file by rename, so Load sees either the old or the new one.
+func (f *File) Load() (*Table, error) {
+	data, err := os.ReadFile(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return New(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load portaliases: %w", err)
+	}
+	return Parse(bytes.NewReader(data), f.Path)
+}
+
+// Update is a read-modify-write of the file under an exclusive lock, so the
+// relay and the CLI never lose each other's changes. It re-reads the file
+// under the lock, runs fn on it, and if fn changed anything replaces the file
+// atomically (temporary file, fsync, rename, fsync of the folder). If fn
+// returns an error, Update returns it unchanged and writes nothing. On a
+// write error (full disk, read-only folder) the old file is intact and no
+// temporary file is left behind. It returns the table as written.
+func (f *File) Update(fn func(*Table) error) (*Table, error) {
+	timeout := f.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	lock, err := lockfile.Acquire(ctx, f.Path+".lock")
+	if err != nil {
+		return nil, fmt.Errorf("update portaliases: %w", err)
+	}
+	defer lock.Release()
+
+	t, err := f.Load()
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(t); err != nil {
+		return nil, err
+	}
+	if !t.changed {
+		return t, nil
+	}
+	if err := f.write(t); err != nil {
+		return nil, fmt.Errorf("update portaliases: %w", err)
+	}
+	t.changed = false
+	return t, nil
+}
+
+// write replaces the file with t atomically, keeping the old file's
+// permissions (0644 for a new file).
+func (f *File) write(t *Table) error {
+	dir, base := filepath.Split(f.Path)
+	if dir == "" {
+		dir = "."
+	}
+	mode := fs.FileMode(0o644)
+	if fi, err := os.Stat(f.Path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(mode); err != nil {
+		return err
+	}
+	if _, err := t.WriteTo(tmp); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return err
+	}
+	renamed = true
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync folder %s: %w", dir, err)
+	}
+	return nil
+}
