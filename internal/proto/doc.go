@@ -1,0 +1,62 @@
+// Package proto is the wire protocol between a playnode and the relay: the
+// control messages and their framing, and the header and status that open
+// every forwarded stream. It is the single source of truth for the wire; the
+// same bytes run over every transport.
+//
+// # Protocol flow
+//
+//	playnode                                relay
+//	   |---- SSH, then one yamux session ----->|
+//	   |---- opens stream 1 (control) -------->|
+//	   |---- Hello{version, playnode, -------->|  relay checks the key owns the
+//	   |           services}                   |  name and validates the services
+//	   |<--- Welcome{portaliases} -------------|  or Refuse{code, reason}, then close
+//	   |                                       |
+//	   |      for each TCP connection a client makes to a portalias:
+//	   |<--- opens stream N, stream header ----|  version | nameLen | service
+//	   |  node looks the service up in its OWN config, dials it
+//	   |---- status (+ reason if not OK) ----->|
+//	   |<=== raw bytes both ways, half-close =>|
+//	   |                                       |
+//	   |<--- Welcome (assignments changed) ----|  any time on the control stream
+//	   |<--- Refuse (replaced, revoked, -------|  then the relay closes
+//	   |            shutdown)                  |
+//
+// The stream header only names a service, never an address: what a playnode
+// dials is decided by the playnode alone, so a compromised relay cannot turn
+// a device into a proxy for arbitrary hosts.
+//
+// # Control frames
+//
+// Frames on the control stream:
+//
+//	type    (1 byte)  TypeHello=1, TypeWelcome=2, TypeRefuse=3
+//	length  (4 bytes) uint32 big-endian, length of payload, at most MaxMessageSize
+//	payload (length bytes) JSON of Hello, Welcome or Refuse
+//
+// The length is checked before the payload is allocated. Unknown JSON fields
+// are ignored, so a field may be added without breaking older peers; an
+// unknown frame type is an error.
+//
+// # Forwarded streams
+//
+// Stream header, relay to playnode, the first bytes of each forwarded stream:
+//
+//	version (1 byte)  StreamVersion
+//	nameLen (1 byte)  1..MaxNameLen
+//	name    (nameLen bytes) service name, see ValidateName
+//
+// Stream status, playnode to relay, the first bytes back, before any data:
+//
+//	status    (1 byte)  StatusOK=0, StatusUnknownService=1, StatusDialFailed=2, StatusRefused=3
+//	reasonLen (1 byte)  only if status != StatusOK
+//	reason    (reasonLen bytes) UTF-8, truncated to 255 bytes
+//
+// After StatusOK bytes are copied raw in both directions.
+//
+// # Versioning
+//
+// Any change to the bytes above (a frame layout, a type or status number, a
+// field's meaning) bumps Version, or StreamVersion for the stream header. A
+// new optional JSON field does not.
+package proto
