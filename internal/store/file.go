@@ -78,15 +78,28 @@ func (f *File) Update(fn func(*Table) error) (*Table, error) {
 	return t, nil
 }
 
-// write replaces the file with t atomically, keeping the old file's
-// permissions (0644 for a new file).
+// write replaces the file with t atomically.
 func (f *File) write(t *Table) error {
-	dir, base := filepath.Split(f.Path)
+	var buf bytes.Buffer
+	if _, err := t.WriteTo(&buf); err != nil {
+		return err
+	}
+	return WriteAtomic(f.Path, buf.Bytes(), 0o644)
+}
+
+// WriteAtomic replaces path with data so that a crash at any moment leaves
+// either the old or the new file, never a mix: temporary file in the same
+// folder, fsync, rename, fsync of the folder. An existing file keeps its
+// permissions; a new one gets perm. On error the old file is intact and no
+// temporary file is left. The relay's other flat files (authorized nodes,
+// status) are written the same way.
+func WriteAtomic(path string, data []byte, perm fs.FileMode) error {
+	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	mode := fs.FileMode(0o644)
-	if fi, err := os.Stat(f.Path); err == nil {
+	mode := perm
+	if fi, err := os.Stat(path); err == nil {
 		mode = fi.Mode().Perm()
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
@@ -103,7 +116,7 @@ func (f *File) write(t *Table) error {
 	if err := tmp.Chmod(mode); err != nil {
 		return err
 	}
-	if _, err := t.WriteTo(tmp); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
@@ -112,7 +125,7 @@ func (f *File) write(t *Table) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
 	renamed = true
