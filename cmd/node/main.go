@@ -1,0 +1,170 @@
+// Command paradigm-node runs on each playnode: it dials the relay over one
+// port, keeps the connection up forever, and serves the playnode's
+// configured services through it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"paradigm/internal/identity"
+	"paradigm/internal/lockfile"
+	"paradigm/internal/logflags"
+	"paradigm/internal/node"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newApp().RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "paradigm-node:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "paradigm-node",
+		Usage: "keep this playnode's services reachable through a paradigm relay",
+		Flags: logflags.Flags("PARADIGM_NODE"),
+		Commands: []*cli.Command{
+			{
+				Name:  "keygen",
+				Usage: "create this playnode's ed25519 key and print its public line (for paradigm-relay authorize)",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "key", Required: true, Usage: "where to write the private key (FILE.pub gets the public line)", EnvVars: []string{"PARADIGM_NODE_KEY"}},
+				},
+				Action: func(c *cli.Context) error {
+					signer, err := identity.GenerateKey(c.String("key"), hostname())
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(c.App.Writer, identity.PublicLine(signer.PublicKey(), hostname()))
+					return nil
+				},
+			},
+			runCommand(),
+		},
+	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// runFlags are the settings of `run`; a config file's keys are these names.
+func runFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "file of key = value lines, keys named as these flags; flags and environment win over it", EnvVars: []string{"PARADIGM_NODE_CONFIG"}},
+		&cli.StringFlag{Name: "relay", Usage: "relay address HOST:PORT", EnvVars: []string{"PARADIGM_NODE_RELAY"}},
+		&cli.StringFlag{Name: "fingerprint", Usage: "the relay's host key fingerprint, SHA256:... (paradigm-relay fingerprint prints it)", EnvVars: []string{"PARADIGM_NODE_FINGERPRINT"}},
+		&cli.StringFlag{Name: "known-hosts", Usage: "OpenSSH known_hosts file to verify the relay with (instead of --fingerprint)", EnvVars: []string{"PARADIGM_NODE_KNOWN_HOSTS"}},
+		&cli.BoolFlag{Name: "trust-on-first-use", Usage: "record the relay's key in --known-hosts on first connection, refuse any other later", EnvVars: []string{"PARADIGM_NODE_TRUST_ON_FIRST_USE"}},
+		&cli.StringFlag{Name: "key", Usage: "this playnode's private key (paradigm-node keygen, or an ssh-keygen key without passphrase)", EnvVars: []string{"PARADIGM_NODE_KEY"}},
+		&cli.StringFlag{Name: "name", Value: hostname(), DefaultText: "this machine's hostname", Usage: "playnode name (the relay binds it to the key)", EnvVars: []string{"PARADIGM_NODE_NAME"}},
+		&cli.StringSliceFlag{Name: "service", Usage: "a local service to expose, NAME=[HOST:]PORT (HOST defaults to 127.0.0.1); repeatable", EnvVars: []string{"PARADIGM_NODE_SERVICE"}},
+		&cli.StringFlag{Name: "lock", Value: filepath.Join(os.TempDir(), "paradigm-node.lock"), Usage: "single-instance lock: a second run with the same lock exits 0 at once", EnvVars: []string{"PARADIGM_NODE_LOCK"}},
+		&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "ping interval both ways; a dead link is detected within about twice this", EnvVars: []string{"PARADIGM_NODE_KEEPALIVE"}},
+		&cli.DurationFlag{Name: "backoff-max", Value: 30 * time.Second, Usage: "longest wait between reconnection attempts", EnvVars: []string{"PARADIGM_NODE_BACKOFF_MAX"}},
+	}
+}
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "run",
+		Usage:  "connect to the relay and stay connected",
+		Flags:  runFlags(),
+		Action: run,
+	}
+}
+
+// applyConfigFile sets every flag the command line and environment left
+// unset from the config file, rejecting keys that are not flags of run.
+func applyConfigFile(c *cli.Context, path string) error {
+	settings, err := node.ReadConfigFile(path)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, f := range runFlags() {
+		names = append(names, f.Names()[0])
+	}
+	explicit := map[string]bool{}
+	for _, name := range names {
+		explicit[name] = c.IsSet(name)
+	}
+	for _, s := range settings {
+		if s.Key == "config" || !slices.Contains(names, s.Key) {
+			return fmt.Errorf("%s:%d: unknown setting %q", path, s.Line, s.Key)
+		}
+		if explicit[s.Key] {
+			continue
+		}
+		if err := c.Set(s.Key, s.Value); err != nil {
+			return fmt.Errorf("%s:%d: %s: %v", path, s.Line, s.Key, err)
+		}
+	}
+	return nil
+}
+
+func run(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("run takes no arguments, got %q", c.Args().Slice())
+	}
+	if path := c.String("config"); path != "" {
+		if err := applyConfigFile(c, path); err != nil {
+			return err
+		}
+	}
+	log, err := logflags.New(c, os.Stderr)
+	if err != nil {
+		return err
+	}
+	cfg := node.Config{
+		Relay:           c.String("relay"),
+		Fingerprint:     c.String("fingerprint"),
+		KnownHosts:      c.String("known-hosts"),
+		TrustOnFirstUse: c.Bool("trust-on-first-use"),
+		KeyFile:         c.String("key"),
+		Name:            c.String("name"),
+		Keepalive:       c.Duration("keepalive"),
+		BackoffMax:      c.Duration("backoff-max"),
+		Logger:          log,
+	}
+	for _, s := range c.StringSlice("service") {
+		svc, err := node.ParseService(s)
+		if err != nil {
+			return err
+		}
+		cfg.Services = append(cfg.Services, svc)
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	lock, err := lockfile.TryAcquire(c.String("lock"))
+	if errors.Is(err, lockfile.ErrLocked) {
+		// The legacy deployment starts us from cron every minute: a running
+		// instance is success, not an error.
+		fmt.Fprintf(c.App.ErrWriter, "paradigm-node: an instance is already running (%v)\n", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	return n.Run(c.Context)
+}

@@ -1,0 +1,129 @@
+// Package node is the playnode role: it dials the relay, registers the
+// playnode's services, and splices each stream the relay opens to the local
+// service it names, for as long as the process runs.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"paradigm/internal/proto"
+)
+
+// Service is one local service the playnode exposes through the relay.
+type Service struct {
+	Name string
+	Addr string // host:port the node dials; only ever this
+}
+
+// ParseService parses NAME=[HOST:]PORT, HOST defaulting to 127.0.0.1.
+func ParseService(s string) (Service, error) {
+	name, target, ok := strings.Cut(s, "=")
+	if !ok {
+		return Service{}, fmt.Errorf("service %q: want NAME=[HOST:]PORT, e.g. ssh=22", s)
+	}
+	if err := proto.ValidateName("service", name); err != nil {
+		return Service{}, err
+	}
+	host, port := "127.0.0.1", target
+	if strings.Contains(target, ":") {
+		var err error
+		if host, port, err = net.SplitHostPort(target); err != nil {
+			return Service{}, fmt.Errorf("service %q: %v", s, err)
+		}
+		if host == "" {
+			return Service{}, fmt.Errorf("service %q: empty host", s)
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return Service{}, fmt.Errorf("service %q: port %q is not a port number (1-65535)", s, port)
+	}
+	return Service{Name: name, Addr: net.JoinHostPort(host, port)}, nil
+}
+
+// Config is everything Run needs; cmd/node fills it from flags and the
+// config file.
+type Config struct {
+	// Relay is the relay's HOST:PORT.
+	Relay string
+	// Fingerprint pins the relay's host key ("SHA256:...").
+	Fingerprint string
+	// KnownHosts is an OpenSSH known_hosts file to verify the relay with.
+	KnownHosts string
+	// TrustOnFirstUse records the relay's key in KnownHosts on the first
+	// connection and refuses any other key afterwards.
+	TrustOnFirstUse bool
+	// KeyFile is the node's private key (OpenSSH format).
+	KeyFile string
+	// Name is the playnode name; the relay binds it to the key.
+	Name     string
+	Services []Service
+	// Keepalive is the ping interval both ways; a dead link is detected
+	// within about twice this.
+	Keepalive time.Duration
+	// BackoffMax caps the wait between reconnection attempts.
+	BackoffMax time.Duration
+	// HandshakeTimeout bounds dialling the relay through the welcome.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds connecting to a local service.
+	DialTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Relay == "" {
+		return errors.New("no relay address given (--relay HOST:PORT)")
+	}
+	if _, _, err := net.SplitHostPort(c.Relay); err != nil {
+		return fmt.Errorf("relay address %q: %v", c.Relay, err)
+	}
+	if c.KeyFile == "" {
+		return errors.New("no key file given (--key FILE; create one with paradigm-node keygen)")
+	}
+	if err := proto.ValidateName("playnode", c.Name); err != nil {
+		return err
+	}
+	if len(c.Services) == 0 {
+		return errors.New("no service given (--service NAME=[HOST:]PORT)")
+	}
+	if len(c.Services) > proto.MaxServices {
+		return fmt.Errorf("%d services given, the relay accepts at most %d", len(c.Services), proto.MaxServices)
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Services {
+		if seen[s.Name] {
+			return fmt.Errorf("service %q given twice", s.Name)
+		}
+		seen[s.Name] = true
+	}
+	if c.Fingerprint == "" && c.KnownHosts == "" {
+		return errors.New("no way to verify the relay's host key: give --fingerprint SHA256:..., or --known-hosts FILE (with --trust-on-first-use to record the key seen first)")
+	}
+	if c.TrustOnFirstUse && c.KnownHosts == "" {
+		return errors.New("--trust-on-first-use needs --known-hosts FILE to record the relay's key in")
+	}
+	if c.Fingerprint != "" && !strings.HasPrefix(c.Fingerprint, "SHA256:") {
+		return fmt.Errorf("fingerprint %q: want the SHA256:... form that paradigm-relay fingerprint prints", c.Fingerprint)
+	}
+	if c.Keepalive <= 0 {
+		c.Keepalive = 10 * time.Second
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = 30 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 15 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+// Package relay is the server role: it authenticates playnodes, keeps every
+// portalias bound on the server, and splices each connection to a portalias
+// into a stream to the playnode that owns it.
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Files inside the data folder besides AuthorizedFile and the host key.
+const (
+	HostKeyFile    = "host_key"
+	PortaliasFile  = "portaliases"
+	StatusFile     = "status.json"
+	LockFile       = "relay.lock"
+	DefaultListen  = ":4422"
+	DefaultBind    = "127.0.0.1"
+	DefaultLowPort = 20000
+	DefaultHiPort  = 29999
+)
+
+// Config is everything Run needs; cmd/relay fills it from flags.
+type Config struct {
+	DataDir string
+	// Listen is the one TCP address playnodes dial (SSH).
+	Listen string
+	// PortLow and PortHigh bound the portaliases the relay assigns.
+	PortLow, PortHigh uint16
+	// Bind is the address portaliases listen on: loopback unless the
+	// operator deliberately exposes them.
+	Bind string
+	// Keepalive is the ping interval both ways; a dead link is detected
+	// within about twice this.
+	Keepalive time.Duration
+	// HandshakeTimeout bounds SSH handshake, authentication and hello.
+	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds handshakes in progress at once, so a storm of
+	// reconnecting playnodes (or a scanner) cannot starve live sessions.
+	MaxHandshakes int
+	// ReloadInterval is how often the relay looks for changes to the
+	// authorized-nodes and portalias files and retries unbound portaliases.
+	ReloadInterval time.Duration
+	// DialTimeout bounds opening a stream to the playnode for a new
+	// connection to a portalias.
+	StreamOpenTimeout time.Duration
+	Logger            *slog.Logger
+}
+
+// setDefaults fills zero fields and validates the rest once.
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("no data folder given (--data)")
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.PortLow == 0 && c.PortHigh == 0 {
+		c.PortLow, c.PortHigh = DefaultLowPort, DefaultHiPort
+	}
+	if c.PortLow == 0 || c.PortLow > c.PortHigh {
+		return fmt.Errorf("port range %d-%d is empty or starts at 0", c.PortLow, c.PortHigh)
+	}
+	if c.Bind == "" {
+		c.Bind = DefaultBind
+	}
+	if _, err := netip.ParseAddr(c.Bind); err != nil {
+		return fmt.Errorf("bind address %q is not an IP address", c.Bind)
+	}
+	if c.Keepalive <= 0 {
+		c.Keepalive = 10 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 15 * time.Second
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 128
+	}
+	if c.ReloadInterval <= 0 {
+		c.ReloadInterval = 2 * time.Second
+	}
+	if c.StreamOpenTimeout <= 0 {
+		c.StreamOpenTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// ParsePortRange parses "LOW-HIGH" as --ports takes it.
+func ParsePortRange(s string) (low, high uint16, err error) {
+	var l, h int
+	if n, _ := fmt.Sscanf(s, "%d-%d", &l, &h); n != 2 || fmt.Sprintf("%d-%d", l, h) != s {
+		return 0, 0, fmt.Errorf("port range %q: want LOW-HIGH, e.g. 20000-29999", s)
+	}
+	if l < 1 || h > 65535 || l > h {
+		return 0, 0, fmt.Errorf("port range %q: want 1 <= LOW <= HIGH <= 65535", s)
+	}
+	return uint16(l), uint16(h), nil
+}
+
+// isLoopback reports whether addr only listens on this machine.
+func isLoopback(addr string) bool {
+	ip, err := netip.ParseAddr(addr)
+	return err == nil && ip.IsLoopback()
+}
+
+func bindAddr(bind string, port uint16) string {
+	return net.JoinHostPort(bind, fmt.Sprint(port))
+}
