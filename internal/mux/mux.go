@@ -1,0 +1,105 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Stream is one forwarded connection or the control stream.
+type Stream interface {
+	net.Conn
+	// CloseWrite half-closes the stream: the peer reads EOF after the data
+	// already written, and this side can still read.
+	CloseWrite() error
+}
+
+// Session is one authenticated node<->relay connection.
+type Session interface {
+	OpenStream(ctx context.Context) (Stream, error)
+	AcceptStream(ctx context.Context) (Stream, error)
+	// Close is idempotent; it tears down the streams, the transport and the
+	// TCP connection and waits for the goroutines the Session owns.
+	Close() error
+	// Done is closed once the session is dead: peer gone, keepalive failed,
+	// or Close called.
+	Done() <-chan struct{}
+	// Err says why the session ended, nil while it is alive. It always
+	// matches ErrSessionClosed, and ErrKeepaliveTimeout when the link died.
+	Err() error
+	LocalAddr() net.Addr
+	RemoteAddr() net.Addr
+	NumStreams() int
+}
+
+var (
+	// ErrSessionClosed is matched by Session.Err of every dead session and
+	// by stream errors caused by the session dying, including a Read that
+	// would otherwise have reported a clean io.EOF.
+	ErrSessionClosed = errors.New("mux session closed")
+	// ErrKeepaliveTimeout means a keepalive ping went unanswered: the link
+	// is dead or half-open.
+	ErrKeepaliveTimeout = errors.New("keepalive timeout")
+	// ErrNotSSH means the peer's first bytes were not an SSH version line
+	// (a port scanner, an HTTP client, a misconfigured node).
+	ErrNotSSH = errors.New("not an ssh client")
+)
+
+// Options tune a Session; the zero value is the defaults.
+type Options struct {
+	// Keepalive is the ping interval, in both directions; each end detects
+	// a dead or half-open link on its own. yamux sends a ping Keepalive
+	// after the previous one was answered; the ping gets Keepalive to be
+	// handed to the transport and then a fresh Keepalive to be answered. So
+	// the session dies at most 2*Keepalive after the last answered ping
+	// when the ping is written at once (idle or lightly loaded link: the
+	// kernel buffer takes it), and at most 3*Keepalive when a congested send
+	// path delays the ping's write. Default 10s.
+	//
+	// The ping queues behind data already handed to the transport, so a link
+	// that needs more than Keepalive to drain its send backlog (up to the
+	// 2 MiB SSH window plus socket buffers: slower than about 2 Mbit/s at
+	// 10s) is declared dead too.
+	Keepalive time.Duration
+	// StreamWindow is yamux's maximum per-stream receive window. Default
+	// 4 MiB: not smaller than x/crypto/ssh's fixed 2 MiB channel window
+	// (channelWindowSize = 64*32 KiB in ssh/channel.go), so that the SSH
+	// channel, shared by all streams of a node, is the per-node throughput
+	// cap (2 MiB per round trip) and one stream can use all of it. Minimum
+	// 256 KiB (yamux's initial window).
+	StreamWindow uint32
+	// Logger receives yamux's own log lines: errors and warnings at Warn,
+	// the rest at Debug. Nil discards them.
+	Logger *slog.Logger
+}
+
+const (
+	defaultKeepalive    = 10 * time.Second
+	defaultStreamWindow = 4 << 20
+	minStreamWindow     = 256 << 10 // yamux initialStreamWindow
+	acceptBacklog       = 1024
+	streamOpenTimeout   = 30 * time.Second
+	streamCloseTimeout  = time.Minute
+)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Keepalive == 0 {
+		o.Keepalive = defaultKeepalive
+	}
+	if o.Keepalive < 0 {
+		return o, fmt.Errorf("keepalive %v is negative", o.Keepalive)
+	}
+	if o.StreamWindow == 0 {
+		o.StreamWindow = defaultStreamWindow
+	}
+	if o.StreamWindow < minStreamWindow {
+		return o, fmt.Errorf("stream window %d is below the minimum %d", o.StreamWindow, minStreamWindow)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}

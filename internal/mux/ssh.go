@@ -1,0 +1,109 @@
+package mux
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/cpu"
+)
+
+// ChannelType is the one SSH channel a node opens; yamux runs inside it.
+const ChannelType = "paradigm-mux@v1"
+
+const (
+	sshVersion              = "SSH-2.0-paradigm"
+	defaultHandshakeTimeout = 10 * time.Second
+	requestKeepalive        = "keepalive@openssh.com"
+)
+
+// preferredCiphers puts AES-GCM first where the CPU accelerates AES and
+// GHASH, ChaCha20-Poly1305 first elsewhere (many ARM players lack the
+// crypto extensions, where chacha is several times faster). The client's
+// order decides, so the node's CPU picks; both ends offer both.
+func preferredCiphers() []string {
+	aes := cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ || cpu.ARM64.HasAES && cpu.ARM64.HasPMULL
+	return cipherOrder(aes)
+}
+
+func cipherOrder(aesHardware bool) []string {
+	if aesHardware {
+		return []string{ssh.CipherAES128GCM, ssh.CipherChaCha20Poly1305, ssh.CipherAES256GCM}
+	}
+	return []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES128GCM, ssh.CipherAES256GCM}
+}
+
+// handshakeDeadline puts conn under the handshake deadline (or ctx's, if
+// earlier) and makes ctx cancellation expire it. done clears the deadline
+// and reports ctx's error if ctx was cancelled meanwhile.
+func handshakeDeadline(ctx context.Context, conn net.Conn, timeout time.Duration) (done func() error) {
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	return func() error {
+		if !stop() && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return conn.SetDeadline(time.Time{})
+	}
+}
+
+// setTCPKeepalive turns on kernel keepalives as a second line behind the
+// yamux pings (they also keep NAT state fresh when no data flows). TCP_NODELAY
+// is Go's default and stays on.
+func setTCPKeepalive(conn net.Conn, interval time.Duration) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: interval, Interval: interval, Count: 3})
+	}
+}
+
+// channelConn is the byte stream yamux runs on. Close closes the whole SSH
+// connection (and so the TCP connection), not just the channel: yamux's
+// death must end the transport, and closing the connection also unblocks a
+// channel Write waiting for window.
+type channelConn struct {
+	ssh.Channel
+	conn ssh.Conn
+}
+
+func (c channelConn) Close() error         { return c.conn.Close() }
+func (c channelConn) LocalAddr() net.Addr  { return c.conn.LocalAddr() }
+func (c channelConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// rejectChannels refuses every channel the peer opens for the life of the
+// connection; reason says what is allowed instead.
+func rejectChannels(chans <-chan ssh.NewChannel, reason string) {
+	for nc := range chans {
+		nc.Reject(ssh.Prohibited, reason)
+	}
+}
+
+// serveGlobalRequests refuses global requests ("tcpip-forward", ...) and
+// answers OpenSSH-style keepalives.
+func serveGlobalRequests(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		if req.WantReply {
+			req.Reply(req.Type == requestKeepalive, nil)
+		}
+	}
+}
+
+// newSSHSession starts yamux on the accepted or opened mux channel. wg
+// tracks the goroutines serving the SSH connection; the session waits for
+// them in Close.
+func newSSHSession(conn ssh.Conn, ch ssh.Channel, chReqs <-chan *ssh.Request, server bool, opts Options, wg *sync.WaitGroup) (Session, error) {
+	wg.Go(func() { ssh.DiscardRequests(chReqs) })
+	s, err := newYamuxSession(channelConn{ch, conn}, server, opts, wg.Wait)
+	if err != nil {
+		conn.Close()
+		wg.Wait()
+		return nil, fmt.Errorf("start session: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,96 @@
+package mux
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// SSHClientConfig configures the node side.
+type SSHClientConfig struct {
+	Key ssh.Signer
+	// User is the playnode name; informational, the relay binds names to keys.
+	User string
+	// HostKeyCallback verifies the relay's ed25519 host key. Required.
+	HostKeyCallback ssh.HostKeyCallback
+	// Addr is the relay address as the operator configured it
+	// ("relay.example:7000"), the hostname HostKeyCallback checks (e.g. with
+	// knownhosts). Default: the conn's remote address.
+	Addr string
+	// HandshakeTimeout covers the SSH handshake, authentication and the mux
+	// channel open. Default 10s.
+	HandshakeTimeout time.Duration
+	Options
+}
+
+// DialSSH runs the node side over an already dialled conn (the caller dials,
+// so tests and fault proxies can interpose): SSH handshake and public-key
+// authentication under HandshakeTimeout, then the ChannelType channel with a
+// yamux client in it. On error conn is closed.
+func DialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session, error) {
+	s, err := dialSSH(ctx, conn, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session, error) {
+	addr := cmp.Or(cfg.Addr, conn.RemoteAddr().String())
+	opts, err := cfg.Options.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("ssh client config: %w", err)
+	}
+	if cfg.Key == nil || cfg.HostKeyCallback == nil {
+		return nil, errors.New("ssh client config: Key and HostKeyCallback are required")
+	}
+	setTCPKeepalive(conn, opts.Keepalive)
+	handshakeDone := handshakeDeadline(ctx, conn, cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout))
+	fail := func(step string, err error) (Session, error) {
+		handshakeDone() // stop watching ctx
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("%s with relay %s: %w", step, addr, err)
+	}
+
+	sshCfg := &ssh.ClientConfig{
+		Config:            ssh.Config{Ciphers: preferredCiphers()},
+		User:              cfg.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Key)},
+		HostKeyCallback:   cfg.HostKeyCallback,
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+		ClientVersion:     sshVersion,
+	}
+	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, sshCfg)
+	if err != nil {
+		return fail("ssh handshake", err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { ssh.DiscardRequests(reqs) })
+	wg.Go(func() { rejectChannels(chans, "a playnode accepts no channels") })
+	abort := func(step string, err error) (Session, error) {
+		cc.Close()
+		wg.Wait()
+		return fail(step, err)
+	}
+	ch, chReqs, err := cc.OpenChannel(ChannelType, nil)
+	if err != nil {
+		return abort("open mux channel", err)
+	}
+	if err := handshakeDone(); err != nil {
+		return abort("ssh handshake", err)
+	}
+	s, err := newSSHSession(cc, ch, chReqs, false, opts, &wg)
+	if err != nil {
+		return nil, fmt.Errorf("dial ssh relay %s: %w", addr, err)
+	}
+	return s, nil
+}

@@ -1,0 +1,205 @@
+package mux
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Peer is the authenticated node at the other end of a server Session.
+type Peer struct {
+	Playnode      string
+	Key           ssh.PublicKey
+	ClientVersion string
+	Remote        net.Addr
+}
+
+// SSHServerConfig configures the relay side.
+type SSHServerConfig struct {
+	// HostKey must be an ed25519 key.
+	HostKey ssh.Signer
+	// Authorize maps a node key to its playnode name, or returns an error
+	// (the relay logs the key's fingerprint). Called at most once per
+	// distinct key per connection.
+	Authorize func(remote net.Addr, user string, key ssh.PublicKey) (playnode string, err error)
+	// HandshakeTimeout covers the SSH handshake, authentication and the mux
+	// channel open. Default 10s.
+	HandshakeTimeout time.Duration
+	// MaxAuthTries bounds authentication attempts per connection. Default 3.
+	MaxAuthTries int
+	Options
+}
+
+// maxKeysPerConn bounds the Authorize cache of one connection; x/crypto/ssh
+// bounds the attempts themselves by MaxAuthTries.
+const maxKeysPerConn = 16
+
+// AcceptSSH runs the relay side on an accepted TCP conn: SSH handshake under
+// HandshakeTimeout, public-key authentication only, then exactly one
+// ChannelType channel. Other channel types and a second mux channel are
+// rejected with ssh.Prohibited, global requests are refused except
+// keepalive@openssh.com. On error conn is closed and the error says which
+// step failed; a non-SSH peer matches ErrNotSSH, a timeout
+// os.ErrDeadlineExceeded, a refused key wraps Authorize's error.
+func AcceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Session, Peer, error) {
+	s, peer, err := acceptSSH(ctx, conn, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, Peer{}, err
+	}
+	return s, peer, nil
+}
+
+func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Session, Peer, error) {
+	remote := conn.RemoteAddr()
+	opts, err := cfg.Options.withDefaults()
+	if err != nil {
+		return nil, Peer{}, fmt.Errorf("ssh server config: %w", err)
+	}
+	if cfg.HostKey == nil || cfg.Authorize == nil {
+		return nil, Peer{}, errors.New("ssh server config: HostKey and Authorize are required")
+	}
+	if t := cfg.HostKey.PublicKey().Type(); t != ssh.KeyAlgoED25519 {
+		return nil, Peer{}, fmt.Errorf("ssh server config: host key type %s, want %s", t, ssh.KeyAlgoED25519)
+	}
+	timeout := cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout)
+	setTCPKeepalive(conn, opts.Keepalive)
+	handshakeDone := handshakeDeadline(ctx, conn, timeout)
+	fail := func(step string, err error) (Session, Peer, error) {
+		handshakeDone() // stop watching ctx
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, Peer{}, fmt.Errorf("%s from %s: %w", step, remote, err)
+	}
+
+	// x/crypto/ssh skips up to 1024 non-SSH lines before the client's
+	// version, so an HTTP request would hang until the deadline. RFC 4253
+	// 4.2 allows such lines only from the server: check the first bytes.
+	prefix := make([]byte, 4)
+	if _, err := io.ReadFull(conn, prefix); err != nil {
+		return fail("read ssh version", err)
+	}
+	if !bytes.Equal(prefix, []byte("SSH-")) {
+		return fail("read ssh version", fmt.Errorf("%w: first bytes %q", ErrNotSSH, prefix))
+	}
+
+	auth := &authCache{authorize: cfg.Authorize, results: make(map[string]authResult)}
+	sshCfg := &ssh.ServerConfig{
+		Config:            ssh.Config{Ciphers: preferredCiphers()},
+		MaxAuthTries:      cmp.Or(cfg.MaxAuthTries, 3),
+		PublicKeyCallback: auth.publicKey,
+		ServerVersion:     sshVersion,
+	}
+	sshCfg.AddHostKey(cfg.HostKey)
+	sc, chans, reqs, err := ssh.NewServerConn(&prefixConn{conn, prefix}, sshCfg)
+	if err != nil {
+		if auth.lastErr != nil {
+			return fail("ssh auth", fmt.Errorf("%w (%w)", auth.lastErr, err))
+		}
+		return fail("ssh handshake", err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { serveGlobalRequests(reqs) })
+	abort := func(step string, err error) (Session, Peer, error) {
+		sc.Close()
+		wg.Wait()
+		return fail(step, err)
+	}
+
+	ch, chReqs, err := acceptMuxChannel(sc, chans)
+	if err != nil {
+		return abort("wait for mux channel", err)
+	}
+	wg.Go(func() { rejectChannels(chans, "one "+ChannelType+" channel per connection") })
+	if err := handshakeDone(); err != nil {
+		return abort("ssh handshake", err)
+	}
+	s, err := newSSHSession(sc, ch, chReqs, true, opts, &wg)
+	if err != nil {
+		return nil, Peer{}, fmt.Errorf("accept ssh from %s: %w", remote, err)
+	}
+	res, ok := sc.Permissions.ExtraData[authResultKey{}].(authResult)
+	if !ok { // unreachable: public-key auth is the only method
+		s.Close()
+		return nil, Peer{}, fmt.Errorf("accept ssh from %s: authenticated without a key", remote)
+	}
+	return s, Peer{Playnode: res.playnode, Key: res.key, ClientVersion: string(sc.ClientVersion()), Remote: remote}, nil
+}
+
+// acceptMuxChannel waits for the mux channel, rejecting any other type.
+func acceptMuxChannel(sc *ssh.ServerConn, chans <-chan ssh.NewChannel) (ssh.Channel, <-chan *ssh.Request, error) {
+	for nc := range chans {
+		if nc.ChannelType() != ChannelType {
+			nc.Reject(ssh.Prohibited, "only "+ChannelType+" channels are allowed")
+			continue
+		}
+		ch, chReqs, err := nc.Accept()
+		if err != nil {
+			return nil, nil, fmt.Errorf("accept channel: %w", err)
+		}
+		return ch, chReqs, nil
+	}
+	return nil, nil, fmt.Errorf("connection ended: %w", sc.Wait())
+}
+
+type authResultKey struct{}
+
+type authResult struct {
+	playnode string
+	key      ssh.PublicKey
+	err      error
+}
+
+// authCache calls Authorize once per distinct key: x/crypto/ssh's own cache
+// holds one key, so a client probing keys A, B, A would be asked twice.
+// x/crypto/ssh calls the callback from the handshake goroutine only.
+type authCache struct {
+	authorize func(remote net.Addr, user string, key ssh.PublicKey) (string, error)
+	results   map[string]authResult
+	lastErr   error
+}
+
+func (a *authCache) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	id := string(key.Marshal())
+	res, ok := a.results[id]
+	if !ok {
+		if len(a.results) >= maxKeysPerConn {
+			return nil, fmt.Errorf("more than %d keys offered", maxKeysPerConn)
+		}
+		res.key = key
+		res.playnode, res.err = a.authorize(meta.RemoteAddr(), meta.User(), key)
+		if res.err == nil && res.playnode == "" {
+			res.err = errors.New("authorize returned no playnode name")
+		}
+		a.results[id] = res
+	}
+	if res.err != nil {
+		a.lastErr = res.err
+		return nil, res.err
+	}
+	return &ssh.Permissions{ExtraData: map[any]any{authResultKey{}: res}}, nil
+}
+
+// prefixConn replays the bytes read to check the version prefix.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
