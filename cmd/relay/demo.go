@@ -30,8 +30,8 @@ func demoCommand() *cli.Command {
 		Name:  "demo",
 		Usage: "run a relay and a playnode on loopback with a sample web service, and print the portalias to try",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "ports", Value: fmt.Sprintf("%d-%d", relay.DefaultLowPort, relay.DefaultHiPort), Usage: "range portaliases are assigned from"},
-			&cli.BoolFlag{Name: "once", Usage: "exit after fetching the sample service once through its portalias"},
+			&cli.StringFlag{Name: "ports", Value: fmt.Sprintf("%d-%d", relay.DefaultLowPort, relay.DefaultHiPort), Usage: "range portaliases are assigned from", EnvVars: []string{"PARADIGM_RELAY_DEMO_PORTS"}},
+			&cli.BoolFlag{Name: "once", Usage: "exit after fetching the sample service once through its portalias", EnvVars: []string{"PARADIGM_RELAY_DEMO_ONCE"}},
 		},
 		Action: demo,
 	}

@@ -63,7 +63,7 @@ func newApp() *cli.App {
 				Name:  "ls",
 				Usage: "list portaliases: playnode, service, service port, portalias, online, last seen",
 				Flags: []cli.Flag{dataFlag,
-					&cli.BoolFlag{Name: "json", Usage: "print a JSON array"}},
+					&cli.BoolFlag{Name: "json", Usage: "print a JSON array", EnvVars: []string{"PARADIGM_RELAY_LS_JSON"}}},
 				Action: list,
 			},
 			aliasCommand(),
