@@ -179,6 +179,13 @@ func (n *Node) greet(ctx context.Context, ctrl mux.Stream) error {
 		defer ctrl.SetDeadline(time.Time{})
 	}
 	if err := proto.WriteMessage(ctrl, &n.hello); err != nil {
+		// A relay that refuses the hello closes at once, which can fail
+		// the write after the hello went out; its refusal is buffered.
+		if m, rerr := proto.ReadMessage(ctrl); rerr == nil {
+			if r, ok := m.(*proto.Refuse); ok {
+				return r
+			}
+		}
 		return fmt.Errorf("send hello: %w", err)
 	}
 	m, err := proto.ReadMessage(ctrl)
