@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// TestSingleInstance: the legacy deployment starts the node from cron every
+// minute, so a second run with the same --lock must exit 0 at once.
+func TestSingleInstance(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	key := d.addPlaynode(t, playnode)
+	r := d.serve(t, "127.0.0.1:0")
+	service := fmt.Sprintf("echo=%d", startEcho(t))
+	first := d.runNode(t, r, playnode, key, service)
+	first.waitLog(t, 1, "node starting") // logged once the lock is held
+
+	res := run(t, nodeBin, d.nodeArgs(r, playnode, key, service)...)
+	if res.code != 0 {
+		t.Errorf("second node run: exit %d, want 0", res.code)
+	}
+	if !strings.Contains(res.stderr, "an instance is already running") {
+		t.Errorf("second node run printed %q, want it to say an instance is already running", res.stderr)
+	}
+	r.waitLog(t, 1, "playnode connected", "playnode", playnode)
+	if first.exited() {
+		t.Fatalf("first node exited (%v), want it to keep running", first.err)
+	}
+	if n := r.count("playnode connected"); n != 1 {
+		t.Errorf("relay logged %d connections, want 1", n)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	low, high := portWindow(20)
+	out := mustRun(t, relayBin, "demo", "--once", "--ports", fmt.Sprintf("%d-%d", low, high))
+	if !strings.Contains(out, "hello from playnode") {
+		t.Errorf("demo --once printed %q, want a line containing \"hello from playnode\"", out)
+	}
+}
+
+func TestMalformedPortaliases(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	text := "# hand edited\nkiosk-01 ssh 2201\nkiosk-01 web not-a-port\n"
+	if err := os.WriteFile(filepath.Join(d.data, "portaliases"), []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := run(t, relayBin, "serve", "--data", d.data, "--listen", "127.0.0.1:0", "--ports", d.ports)
+	if res.code == 0 || !strings.Contains(res.stderr, "portaliases:3") {
+		t.Errorf("serve with a bad portaliases line 3: exit %d, stderr %q; want non-zero naming portaliases:3", res.code, res.stderr)
+	}
+}
+
+func TestAuthorizeGarbage(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	for _, tc := range []struct{ key, want string }{
+		{"ssh-ed25519 AAAAnotbase64!!", "parse public key"},
+		{"garbage", "neither a key line nor a readable file"},
+		{"ssh-ed25519", "parse public key"},
+	} {
+		res := run(t, relayBin, "authorize", "--data", d.data, playnode, tc.key)
+		if res.code == 0 || !strings.Contains(res.stderr, tc.want) {
+			t.Errorf("authorize %q: exit %d, stderr %q; want non-zero with %q", tc.key, res.code, res.stderr, tc.want)
+		}
+	}
+	if rows := d.ls(t); len(rows) != 0 {
+		t.Errorf("ls after failed authorizations: %+v, want nothing", rows)
+	}
+}
+
+// TestUnknownKey: a node whose key was never authorized stays offline and
+// the relay logs the key's fingerprint so the operator can authorize it.
+func TestUnknownKey(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	d.addPlaynode(t, playnode)
+	key := d.keygen(t, "intruder")
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _, _, _, err := ssh.ParseAuthorizedKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := ssh.FingerprintSHA256(parsed)
+	r := d.serve(t, "127.0.0.1:0")
+	n := d.runNode(t, r, "intruder", key, fmt.Sprintf("echo=%d", startEcho(t)))
+
+	r.waitLog(t, 2, "unknown node key refused", "fingerprint", fp) // refused, retried, refused
+	if !strings.Contains(r.stderr.String(), fp) {
+		t.Errorf("relay stderr lacks the unknown key's fingerprint %s", fp)
+	}
+	if got := r.count("playnode connected"); got != 0 {
+		t.Errorf("relay logged %d connections, want none", got)
+	}
+	for _, row := range d.ls(t) {
+		if row.Playnode == "intruder" {
+			t.Errorf("ls lists %+v, want no row for an unauthorized node", row)
+		}
+	}
+	if n.exited() {
+		t.Errorf("refused node exited (%v), want it to keep retrying", n.err)
+	}
+}
+
+func TestSecondServe(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	d.serve(t, "127.0.0.1:0")
+	res := run(t, relayBin, "serve", "--data", d.data, "--listen", "127.0.0.1:0", "--ports", d.ports)
+	if res.code == 0 || !strings.Contains(res.stderr, "lock") {
+		t.Errorf("second serve on %s: exit %d, stderr %q; want non-zero mentioning the lock", d.data, res.code, res.stderr)
+	}
+}
+
+// TestAliasSet moves the ssh portalias of a running relay: the new port
+// serves ssh, the old one is closed.
+func TestAliasSet(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	old := f.portaliases["ssh"]
+	moved := freePortIn(t, f.d.low, f.d.high, f.portaliases)
+	out := mustRun(t, relayBin, "alias", "set", "--data", f.d.data, playnode, "ssh", fmt.Sprint(moved))
+	if want := fmt.Sprintf("-> portalias %d", moved); !strings.Contains(out, want) {
+		t.Errorf("alias set printed %q, want %q", out, want)
+	}
+	// The node logs the update the relay sends after rebinding.
+	waitUntil(t, fmt.Sprintf("node to be told ssh moved to %d", moved), func() bool {
+		for _, e := range f.node.matching("portaliases updated") {
+			if e["ssh"] == float64(moved) {
+				return true
+			}
+		}
+		return false
+	})
+	f.sshd.hello(t, moved)
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", old), 5*time.Second); err == nil {
+		c.Close()
+		t.Errorf("old portalias %d still accepts connections", old)
+	}
+	if row := f.d.waitLs(t, playnode, "ssh", true); row.Portalias != moved {
+		t.Errorf("ls shows ssh at %d, want %d", row.Portalias, moved)
+	}
+}
+
+// freePortIn returns a port of low-high that no portalias uses and nothing
+// listens on.
+func freePortIn(t *testing.T, low, high int, used map[string]uint16) uint16 {
+	t.Helper()
+next:
+	for p := low; p <= high; p++ {
+		for _, u := range used {
+			if int(u) == p {
+				continue next
+			}
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			ln.Close()
+			return uint16(p)
+		}
+	}
+	t.Fatalf("no free port in %d-%d", low, high)
+	return 0
+}
+
+// TestNodeConfigFile runs the node from a config file alone, and checks a
+// file with an unknown key is refused naming file:line.
+func TestNodeConfigFile(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	const name = "kiosk-conf"
+	key := d.addPlaynode(t, name)
+	r := d.serve(t, "127.0.0.1:0")
+	echo := startEcho(t)
+	config := filepath.Join(d.dir, "node.conf")
+	text := fmt.Sprintf(`# paradigm-node settings
+relay = %s
+fingerprint = %s
+key = %s
+name = %s
+service = echo=%d
+service = "again=127.0.0.1:%d"
+lock = %s
+backoff-max = 1s
+`, r.addr, d.fingerprint, key, name, echo, echo, filepath.Join(d.dir, "conf.lock"))
+	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start(t, "node "+name, nodeBin, "run", "--config", config)
+	e := r.waitLog(t, 1, "playnode connected", "playnode", name)
+	for _, service := range []string{"echo", "again"} {
+		port := e.port(t, service)
+		waitUntil(t, "echo through portalias of "+service, func() bool { return tryEcho(port) == nil })
+	}
+
+	bad := filepath.Join(d.dir, "bad.conf")
+	text = fmt.Sprintf("relay = %s\n\nrelay-port = 4422\nkey = %s\n", r.addr, key)
+	if err := os.WriteFile(bad, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := run(t, nodeBin, "run", "--config", bad)
+	if want := bad + ":3"; res.code == 0 || !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "relay-port") {
+		t.Errorf("node run with unknown key at line 3: exit %d, stderr %q; want non-zero naming %s and the key", res.code, res.stderr, want)
+	}
+}
