@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,7 +130,8 @@ func (r *Relay) freePort(t *store.Table, next *uint16, bound map[uint16]net.List
 	return 0, nil, false
 }
 
-// portaliasesOf lists the table's portaliases for the given services.
+// portaliasesOf lists the table's portaliases for the given services,
+// sorted by service name so that equal assignments compare equal.
 func portaliasesOf(t *store.Table, playnode string, services []proto.Service) []proto.Portalias {
 	var out []proto.Portalias
 	for _, svc := range services {
@@ -136,6 +139,7 @@ func portaliasesOf(t *store.Table, playnode string, services []proto.Service) []
 			out = append(out, proto.Portalias{Service: svc.Name, Portalias: port})
 		}
 	}
+	slices.SortFunc(out, func(a, b proto.Portalias) int { return strings.Compare(a.Service, b.Service) })
 	return out
 }
 

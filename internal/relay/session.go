@@ -53,7 +53,6 @@ func (r *Relay) serveNode(ctx context.Context, conn net.Conn) {
 		}
 		return
 	}
-	r.register(s)
 	defer r.unregister(s)
 
 	// The control stream carries nothing from the node after its hello in
@@ -84,7 +83,7 @@ func (r *Relay) serveNode(ctx context.Context, conn net.Conn) {
 }
 
 // handshake authenticates the connection, reads the hello, assigns
-// portaliases and answers with a welcome. Handshakes in progress are bounded
+// portaliases, registers the session and answers with a welcome. Handshakes in progress are bounded
 // by MaxHandshakes, each by HandshakeTimeout.
 func (r *Relay) handshake(ctx context.Context, conn net.Conn, log *slog.Logger) (*nodeSession, error) {
 	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
@@ -140,9 +139,12 @@ func (r *Relay) handshake(ctx context.Context, conn net.Conn, log *slog.Logger) 
 		return nil, refuse
 	}
 	s.lastSent = portaliases
+	// Routable before the node (or a log reader) learns its portaliases.
+	r.register(s)
 	err = proto.WriteMessage(ctrl, &proto.Welcome{Version: proto.Version, Playnode: s.playnode, Portaliases: portaliases})
 	if err != nil {
 		ms.Close()
+		r.unregister(s)
 		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	ctrl.SetDeadline(time.Time{})

@@ -47,7 +47,10 @@ func loadStatus(path string, log *slog.Logger) *statusBook {
 	} else if !os.IsNotExist(err) {
 		log.Warn("status file unreadable, starting afresh", "err", err)
 	}
+	// Whatever a killed relay left says nothing now: write it at once, so
+	// that ls does not show its playnodes online under the new relay.
 	b.markAllOffline(time.Now())
+	b.flush()
 	return b
 }
 
