@@ -1,0 +1,373 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"paradigm/internal/identity"
+	"paradigm/internal/node"
+	"paradigm/internal/proto"
+	"paradigm/internal/relay"
+)
+
+// waitTimeout bounds every wait on a condition; waits end on the condition,
+// never on time passing, so it is generous.
+const waitTimeout = 10 * time.Second
+
+// Short timings so that reconnects, reloads and keepalives happen within
+// milliseconds in tests.
+const (
+	testKeepalive = 200 * time.Millisecond
+	testReload    = 50 * time.Millisecond
+	testBackoff   = 200 * time.Millisecond
+)
+
+// logBuf collects a role's log lines for assertions.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuf) Contains(s string) bool { return strings.Contains(l.String(), s) }
+
+func (l *logBuf) Count(s string) int { return strings.Count(l.String(), s) }
+
+// newLog returns a logger writing into a fresh logBuf, dumped to the test
+// log if the test fails.
+func newLog(t *testing.T, role string) (*slog.Logger, *logBuf) {
+	t.Helper()
+	b := &logBuf{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log:\n%s", role, b.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
+}
+
+// waitFor polls cond every 10ms until it holds, failing t after waitTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// portWindow picks a random 1000-port range, so that tests running in
+// parallel (other packages, other runs) rarely meet.
+func portWindow() (low, high uint16) {
+	low = uint16(30000 + rand.N(30)*1000)
+	return low, low + 999
+}
+
+// testRelay is a relay running in the background of a test.
+type testRelay struct {
+	*relay.Relay
+	cfg    relay.Config
+	log    *logBuf
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// relayConfig is a relay configuration for a fresh data folder.
+func relayConfig(t *testing.T) relay.Config {
+	t.Helper()
+	low, high := portWindow()
+	dir := filepath.Join(t.TempDir(), "relay")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return relay.Config{
+		DataDir:        dir,
+		Listen:         "127.0.0.1:0",
+		PortLow:        low,
+		PortHigh:       high,
+		Keepalive:      testKeepalive,
+		ReloadInterval: testReload,
+	}
+}
+
+// startRelay runs a relay with cfg until the test ends.
+func startRelay(t *testing.T, cfg relay.Config) *testRelay {
+	t.Helper()
+	lg, buf := newLog(t, "relay")
+	cfg.Logger = lg
+	r, err := relay.New(cfg)
+	if err != nil {
+		t.Fatalf("relay.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &testRelay{Relay: r, cfg: cfg, log: buf, cancel: cancel, done: make(chan error, 1)}
+	go func() { tr.done <- r.Run(ctx) }()
+	t.Cleanup(func() { tr.stop(t) })
+	return tr
+}
+
+// stop cancels Run and waits for it; it may be called more than once.
+func (r *testRelay) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok && err != nil {
+			t.Errorf("relay Run: %v", err)
+		}
+		if ok {
+			close(r.done)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("relay Run did not return within %v of cancel", waitTimeout)
+	}
+}
+
+// authorize binds a new node key to name in the data folder of cfg and
+// returns its key file. A running relay notices within its reload interval,
+// so tests authorize before they start the relay.
+func authorize(t *testing.T, cfg relay.Config, name string) (keyFile string, key ssh.Signer) {
+	t.Helper()
+	keyFile = filepath.Join(t.TempDir(), name+".key")
+	key, err := identity.GenerateKey(keyFile, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Authorize(filepath.Join(cfg.DataDir, relay.AuthorizedFile), name, key.PublicKey(), ""); err != nil {
+		t.Fatalf("authorize %s: %v", name, err)
+	}
+	return keyFile, key
+}
+
+// nodeConfig is a node configuration for playnode name on r; services are
+// NAME=ADDR pairs.
+func (r *testRelay) nodeConfig(t *testing.T, name, keyFile string, services ...string) node.Config {
+	t.Helper()
+	cfg := node.Config{
+		Relay:       r.Addr().String(),
+		Fingerprint: identity.Fingerprint(r.HostKey()),
+		KeyFile:     keyFile,
+		Name:        name,
+		Keepalive:   testKeepalive,
+		BackoffMax:  testBackoff,
+	}
+	for _, s := range services {
+		svc, err := node.ParseService(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Services = append(cfg.Services, svc)
+	}
+	return cfg
+}
+
+// testNode is a node running in the background of a test.
+type testNode struct {
+	cfg    node.Config
+	log    *logBuf
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startNode runs a node with cfg until stop or the end of the test.
+func startNode(t *testing.T, cfg node.Config) *testNode {
+	t.Helper()
+	lg, buf := newLog(t, "node "+cfg.Name)
+	cfg.Logger = lg
+	n, err := node.New(cfg)
+	if err != nil {
+		t.Fatalf("node.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tn := &testNode{cfg: cfg, log: buf, cancel: cancel, done: make(chan error, 1)}
+	go func() { tn.done <- n.Run(ctx) }()
+	t.Cleanup(func() { tn.stop(t) })
+	return tn
+}
+
+// stop cancels Run and waits for it; it may be called more than once.
+func (n *testNode) stop(t *testing.T) {
+	t.Helper()
+	n.cancel()
+	select {
+	case err, ok := <-n.done:
+		if ok && err != nil {
+			t.Errorf("node Run: %v", err)
+		}
+		if ok {
+			close(n.done)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("node Run did not return within %v of cancel", waitTimeout)
+	}
+}
+
+// waitOnline waits until playnode is online with n portaliases and returns
+// them by service.
+func waitOnline(t *testing.T, r *testRelay, playnode string, n int) map[string]uint16 {
+	t.Helper()
+	var got []proto.Portalias
+	waitFor(t, playnode+" online with "+strconv.Itoa(n)+" portaliases", func() bool {
+		ps, ok := r.Online(playnode)
+		got = ps
+		return ok && len(ps) == n
+	})
+	m := map[string]uint16{}
+	for _, p := range got {
+		m[p.Service] = p.Portalias
+	}
+	return m
+}
+
+func waitOffline(t *testing.T, r *testRelay, playnode string) {
+	t.Helper()
+	waitFor(t, playnode+" offline", func() bool {
+		_, ok := r.Online(playnode)
+		return !ok
+	})
+}
+
+// echoServer is a local service that echoes each connection until the
+// client half-closes, then half-closes too.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	return serve(t, func(c *net.TCPConn) {
+		io.Copy(c, c)
+		c.CloseWrite()
+	})
+}
+
+// replyServer is a local service that answers every connection with reply.
+func replyServer(t *testing.T, reply string) string {
+	t.Helper()
+	return serve(t, func(c *net.TCPConn) {
+		io.WriteString(c, reply)
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+}
+
+// serve runs handle for each connection to a new loopback listener until
+// the test ends.
+func serve(t *testing.T, handle func(*net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(waitTimeout))
+				handle(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// dialPortalias connects to a portalias on loopback, with a deadline that
+// turns a hang into a test failure.
+func dialPortalias(t *testing.T, port uint16) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", portAddr(port))
+	if err != nil {
+		t.Fatalf("dial portalias %d: %v", port, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	return c.(*net.TCPConn)
+}
+
+func portAddr(port uint16) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))) }
+
+// fetch connects to port, half-closes, and returns everything it receives.
+func fetch(t *testing.T, port uint16) (string, error) {
+	t.Helper()
+	c := dialPortalias(t, port)
+	if err := c.CloseWrite(); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// closedAtOnce reports whether the server closes c without sending
+// anything: a read ends in EOF or a reset well before the deadline.
+func closedAtOnce(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	if n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("read from portalias: got %d bytes, err %v; want EOF or reset at once", n, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isBound reports whether something listens on port: a new listener there
+// fails.
+func isBound(port uint16) bool {
+	ln, err := net.Listen("tcp", portAddr(port))
+	if err != nil {
+		return true
+	}
+	ln.Close()
+	return false
+}
