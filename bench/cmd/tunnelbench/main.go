@@ -1,0 +1,211 @@
+// Command tunnelbench measures paradigm side by side with OpenSSH reverse
+// forwarding (ssh -R) and with direct loopback TCP, on this machine, in one
+// run, and prints one table. See bench/README.md.
+//
+// Path measured for every tunnel:
+//
+//	client -> portalias (or ssh -R port) -> tunnel -> device side -> iperf3 -s / echo server
+//
+// Everything runs on 127.0.0.1 and every load loop is bounded in count and
+// time.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// settings are the run's sizes; -quick shrinks them.
+type settings struct {
+	quick       bool
+	iperfSecs   int
+	rttN        int
+	connN       int
+	holdN       int
+	nodesN      int
+	delay       time.Duration
+	delayBoth   bool          // also the -R runs through the delay proxy
+	settle      time.Duration // wait before reading RSS
+	profile     bool
+	keep        bool
+	relayBin    string
+	nodeBin     string
+	tmp         string
+	iperfAddr   string // device-local iperf3 -s
+	echoAddr    string // device-local echo server
+	benchBin    string // this program, re-executed as the node simulator
+	deadlineAt  time.Time
+	nodesCapped string // why nodesN is below what was asked
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "simnodes" {
+		if err := simMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "simnodes:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var s settings
+	flag.BoolVar(&s.quick, "quick", false, "short run (< 2 minutes): 2 s iperf3 runs, fewer round trips, 1,000 simulated nodes")
+	nodes := flag.Int("nodes", 0, "simulated playnodes for the per-node memory figure (default 10000, quick 1000; 0 keeps the default, -1 skips)")
+	flag.BoolVar(&s.profile, "profile", true, "perf-record relay and node during an extra 1-stream run (needs perf)")
+	flag.BoolVar(&s.keep, "keep", false, "keep the temporary folder (logs, configs)")
+	flag.Parse()
+	s.iperfSecs, s.rttN, s.connN, s.holdN, s.nodesN, s.delay, s.delayBoth = 5, 5000, 500, 1000, 10000, 25*time.Millisecond, true
+	s.settle = 2 * time.Second
+	if s.quick {
+		s.iperfSecs, s.rttN, s.connN, s.nodesN, s.delayBoth, s.settle = 2, 2000, 200, 1000, false, time.Second
+	}
+	if *nodes != 0 {
+		s.nodesN = max(*nodes, 0)
+	}
+	budget := 15 * time.Minute
+	if s.quick {
+		budget = 4 * time.Minute
+	}
+	s.deadlineAt = time.Now().Add(budget)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithDeadline(ctx, s.deadlineAt)
+	defer cancel()
+	if err := run(ctx, &s); err != nil {
+		fmt.Fprintln(os.Stderr, "tunnelbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, s *settings) error {
+	start := time.Now()
+	if err := raiseNofile(); err != nil {
+		logf("raise RLIMIT_NOFILE: %v (the 10,000-node figure may fail)", err)
+	}
+	if limit := nofileLimit(); s.nodesN > 0 && limit > 0 {
+		// The relay holds two descriptors per connected node (its SSH
+		// connection and its portalias listener), plus some slack.
+		if fit := int(limit-1000) / 2; s.nodesN > fit {
+			s.nodesCapped = fmt.Sprintf("%d simulated nodes asked, %d fit RLIMIT_NOFILE %d (hard limit, not raisable here)", s.nodesN, fit, limit)
+			logf("%s", s.nodesCapped)
+			s.nodesN = fit
+		}
+	}
+	if err := ensurePackages(ctx); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "tunnelbench-")
+	if err != nil {
+		return err
+	}
+	s.tmp = tmp
+	if !s.keep {
+		defer os.RemoveAll(tmp)
+	} else {
+		logf("keeping %s", tmp)
+	}
+	if s.benchBin, err = os.Executable(); err != nil {
+		return err
+	}
+	if err := buildBinaries(ctx, s); err != nil {
+		return err
+	}
+	vers := versions(ctx)
+
+	echo, err := startEcho()
+	if err != nil {
+		return err
+	}
+	defer echo.Close()
+	s.echoAddr = echo.Addr().String()
+	iperfSrv, err := startIperfServer(ctx, s.tmp)
+	if err != nil {
+		return err
+	}
+	defer iperfSrv.stop()
+	s.iperfAddr = iperfSrv.addr
+
+	res := newResults()
+	direct := &tunnel{name: colDirect, iperfAddr: s.iperfAddr, echoAddr: s.echoAddr}
+	if err := measureTunnel(ctx, s, direct, res); err != nil {
+		return err
+	}
+	for _, cfg := range []struct{ col, cipher string }{{colSSHDefault, ""}, {colSSHAES, "aes128-gcm@openssh.com"}} {
+		t, err := startOpenSSH(ctx, s, cfg.col, cfg.cipher, 0)
+		if err != nil {
+			return err
+		}
+		err = measureTunnel(ctx, s, t, res)
+		t.stop()
+		if err != nil {
+			return err
+		}
+	}
+	t, err := startParadigm(ctx, s, colParadigm, 0)
+	if err != nil {
+		return err
+	}
+	err = measureTunnel(ctx, s, t, res)
+	if err == nil && s.profile {
+		res.profile = profileRun(ctx, s, t)
+	}
+	t.stop()
+	if err != nil {
+		return err
+	}
+
+	// The long fat link: the same throughput with 25 ms added each way
+	// between the device side and the server side.
+	for _, cfg := range []struct{ col, cipher string }{{colSSHDefault, ""}, {colSSHAES, "aes128-gcm@openssh.com"}, {colParadigm, "paradigm"}} {
+		if s.quick && cfg.col == colSSHDefault {
+			continue // quick: the ratio column only needs aes128-gcm
+		}
+		var t *tunnel
+		var err error
+		if cfg.cipher == "paradigm" {
+			t, err = startParadigm(ctx, s, cfg.col, s.delay)
+		} else {
+			t, err = startOpenSSH(ctx, s, cfg.col, cfg.cipher, s.delay)
+		}
+		if err != nil {
+			return err
+		}
+		measureDelayed(ctx, s, t, res)
+		t.stop()
+	}
+	if s.nodesN > 0 {
+		if s.nodesCapped != "" {
+			res.note("%s", s.nodesCapped)
+		}
+		if err := measureNodes(ctx, s, res); err != nil {
+			logf("simulated nodes: %v", err)
+			res.notes = append(res.notes, fmt.Sprintf("simulated nodes: %v", err))
+		}
+	}
+	res.print(os.Stdout, s, vers, time.Since(start))
+	return nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := command(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := string(out)
+	for len(mod) > 0 && (mod[len(mod)-1] == '\n' || mod[len(mod)-1] == '\r') {
+		mod = mod[:len(mod)-1]
+	}
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("run tunnelbench from inside the paradigm module")
+	}
+	return filepath.Dir(mod), nil
+}

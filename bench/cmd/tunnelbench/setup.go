@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	sshdPath = "/usr/sbin/sshd"
+	aptWait  = 5 * time.Minute
+)
+
+// command is exec.CommandContext with the process killed (not just
+// signalled) when ctx ends and stderr kept for error messages.
+func command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, name, args...)
+	c.WaitDelay = 2 * time.Second
+	return c
+}
+
+// ensurePackages installs openssh-server, openssh-client and iperf3 from
+// Debian packages when one of their programs is missing.
+func ensurePackages(ctx context.Context) error {
+	var missing []string
+	if _, err := os.Stat(sshdPath); err != nil {
+		missing = append(missing, "openssh-server")
+	}
+	for prog, pkg := range map[string]string{"ssh": "openssh-client", "ssh-keygen": "openssh-client", "iperf3": "iperf3"} {
+		if _, err := exec.LookPath(prog); err != nil && !strings.Contains(strings.Join(missing, " "), pkg) {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	logf("installing %s with apt-get", strings.Join(missing, " "))
+	ctx, cancel := context.WithTimeout(ctx, aptWait)
+	defer cancel()
+	for _, args := range [][]string{{"update"}, append([]string{"install", "-y", "--no-install-recommends"}, missing...)} {
+		c := command(ctx, "apt-get", args...)
+		c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get %s: %w\n%s", args[0], err, tail(out, 2000))
+		}
+	}
+	return nil
+}
+
+// buildBinaries builds paradigm-relay and paradigm-node from this module.
+func buildBinaries(ctx context.Context, s *settings) error {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	s.relayBin = filepath.Join(s.tmp, "paradigm-relay")
+	s.nodeBin = filepath.Join(s.tmp, "paradigm-node")
+	for bin, pkg := range map[string]string{s.relayBin: "./cmd/relay", s.nodeBin: "./cmd/node"} {
+		c := command(ctx, "go", "build", "-o", bin, pkg)
+		c.Dir = root
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		}
+	}
+	logf("built paradigm-relay and paradigm-node")
+	return nil
+}
+
+// versions describes the machine and the tools measured.
+func versions(ctx context.Context) map[string]string {
+	v := map[string]string{}
+	run := func(name string, args ...string) string {
+		out, _ := command(ctx, name, args...).CombinedOutput()
+		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	v["go"] = run("go", "version")
+	v["openssh"] = run("ssh", "-V")
+	v["iperf3"] = run("iperf3", "--version")
+	v["kernel"] = run("uname", "-r")
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, val, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				v["cpu"] = strings.TrimSpace(val)
+				break
+			}
+		}
+	}
+	v["nproc"] = run("nproc")
+	v["commit"] = run("git", "rev-parse", "--short", "HEAD")
+	return v
+}
+
+// raiseNofile lifts RLIMIT_NOFILE (soft and hard; we run as root) so that the
+// relay and the node simulators, which inherit it, hold 10,000 sessions.
+// syscall.Setrlimit also makes os/exec pass the new limit to children.
+func raiseNofile() error {
+	want := uint64(1 << 20)
+	if data, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		var n uint64
+		if _, err := fmt.Sscan(string(data), &n); err == nil && n > 0 {
+			want = n
+		}
+	}
+	lim := syscall.Rlimit{Cur: want, Max: want}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		var cur syscall.Rlimit
+		if err2 := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur); err2 == nil {
+			cur.Cur = cur.Max
+			return errors.Join(err, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &cur))
+		}
+		return err
+	}
+	return nil
+}
+
+// nofileLimit is the RLIMIT_NOFILE soft limit children inherit.
+func nofileLimit() uint64 {
+	var cur syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur); err != nil {
+		return 0
+	}
+	return cur.Cur
+}
+
+// freePort returns a loopback port that was free a moment ago. External
+// programs (sshd, iperf3, ssh -R) need a number up front; callers retry
+// their start when the port was taken meanwhile.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitDial waits until addr accepts a connection, bounded by timeout.
+func waitDial(ctx context.Context, addr string, timeout time.Duration) error {
+	end := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(end) || ctx.Err() != nil {
+			return fmt.Errorf("%s not accepting after %v: %w", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type iperfServer struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+func (s *iperfServer) stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Wait()
+}
+
+// startIperfServer runs the device-local iperf3 -s.
+func startIperfServer(ctx context.Context, tmp string) (*iperfServer, error) {
+	var lastErr error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		log, err := os.Create(filepath.Join(tmp, "iperf3-server.log"))
+		if err != nil {
+			return nil, err
+		}
+		c := command(ctx, "iperf3", "-s", "-B", "127.0.0.1", "-p", fmt.Sprint(port))
+		c.Stdout, c.Stderr = log, log
+		if err := c.Start(); err != nil {
+			return nil, fmt.Errorf("start iperf3 -s: %w", err)
+		}
+		if lastErr = waitDial(ctx, addr, 5*time.Second); lastErr == nil {
+			return &iperfServer{addr: addr, cmd: c}, nil
+		}
+		c.Process.Kill()
+		c.Wait()
+	}
+	return nil, fmt.Errorf("start iperf3 -s: %w", lastErr)
+}
+
+// startEcho runs the device-local echo server in this process.
+func startEcho() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				io.CopyBuffer(c, struct{ io.Reader }{c}, buf)
+			}()
+		}
+	}()
+	return ln, nil
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
