@@ -1,0 +1,245 @@
+package mux
+
+import (
+	"cmp"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"golang.org/x/crypto/ssh"
+
+	"paradigm/internal/identity"
+)
+
+// ErrPeerHandshake is matched by the QUICListener.Accept errors that concern
+// one peer (its key refused, the peer gone during setup): log them and call
+// Accept again. Any other Accept error means the listener is done.
+var ErrPeerHandshake = errors.New("quic peer not accepted")
+
+// QUICServerConfig configures the relay side of the QUIC transport. It uses
+// the same key and the same Authorize as SSHServerConfig.
+type QUICServerConfig struct {
+	// HostKey is the relay's ed25519 host key (identity.LoadEd25519); its
+	// derived certificate is the relay's QUIC identity.
+	HostKey ed25519.PrivateKey
+	// Authorize maps a node key to its playnode name, or returns an error.
+	// user is the CommonName of the node's certificate (the name it claims).
+	// Called once per connection, after the TLS handshake.
+	Authorize func(remote net.Addr, user string, key ssh.PublicKey) (playnode string, err error)
+	// HandshakeTimeout bounds the QUIC handshake: quic-go gives up after
+	// HandshakeTimeout without a packet from the peer, or 2*HandshakeTimeout
+	// in all. Default 10s.
+	HandshakeTimeout time.Duration
+	// MaxStreams is how many streams a node may have open at once. Default
+	// 10000; quic-go's own default of 100 is too low for a relay.
+	MaxStreams int
+	Options
+}
+
+// QUICListener accepts node sessions on one UDP socket.
+type QUICListener struct {
+	tr   *quic.Transport
+	ln   *quic.Listener
+	cfg  QUICServerConfig
+	opts Options
+
+	mu       sync.Mutex
+	sessions map[*quicSession]struct{}
+	closed   bool
+	once     sync.Once
+}
+
+// ListenQUIC serves QUIC on pconn, which the listener owns from then on
+// (Close closes it, and so does a failing ListenQUIC).
+func ListenQUIC(pconn net.PacketConn, cfg *QUICServerConfig) (*QUICListener, error) {
+	l, err := listenQUIC(pconn, cfg)
+	if err != nil {
+		pconn.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func listenQUIC(pconn net.PacketConn, cfg *QUICServerConfig) (*QUICListener, error) {
+	opts, err := cfg.Options.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("quic server config: %w", err)
+	}
+	if cfg.Authorize == nil {
+		return nil, errors.New("quic server config: Authorize is required")
+	}
+	if err := checkQUICKey(cfg.HostKey); err != nil {
+		return nil, fmt.Errorf("quic server config: host key: %w", err)
+	}
+	cert, err := identity.TLSCertificate(cfg.HostKey, "paradigm relay")
+	if err != nil {
+		return nil, fmt.Errorf("quic server config: %w", err)
+	}
+	tuneSocketBuffers(pconn, opts.Logger)
+	l := &QUICListener{cfg: *cfg, opts: opts, sessions: make(map[*quicSession]struct{})}
+	base := &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{cert},
+		ClientAuth:             tls.RequireAnyClientCert,
+		NextProtos:             []string{ALPN},
+		SessionTicketsDisabled: true, // every connection proves its key afresh
+	}
+	tlsConf := base.Clone()
+	tlsConf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.VerifyPeerCertificate = l.verifyNodeCert(hello.Conn.RemoteAddr())
+		return c, nil
+	}
+	// The stateless reset key is derived from the host key, so a restarted
+	// relay resets its old connections at the nodes' next packet instead of
+	// leaving them to time out.
+	resetKey := quic.StatelessResetKey(sha256.Sum256(append([]byte("paradigm quic stateless reset\x00"), cfg.HostKey.Seed()...)))
+	l.tr = &quic.Transport{Conn: pconn, StatelessResetKey: &resetKey}
+	qconf := quicConfig(opts, cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout), cmp.Or(cfg.MaxStreams, defaultQUICMaxStreams), true)
+	l.ln, err = l.tr.Listen(tlsConf, qconf)
+	if err != nil {
+		l.tr.Close()
+		return nil, fmt.Errorf("listen quic: %w", err)
+	}
+	return l, nil
+}
+
+// verifyNodeCert accepts one self-signed ed25519 certificate, whatever its
+// key: authorization happens in Accept, where a refusal can be reported to
+// both ends. Failures here never reach Accept (quic-go drops the
+// connection), so they are logged.
+func (l *QUICListener) verifyNodeCert(remote net.Addr) func([][]byte, [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		_, err := peerCertKey(raw)
+		if err != nil {
+			l.opts.Logger.Warn("quic node certificate refused", "remote", remote.String(), "err", err)
+		}
+		return err
+	}
+}
+
+// peerCertKey checks the peer's certificate chain: exactly one self-signed
+// ed25519 certificate (identity.CertificateKey explains why that suffices).
+func peerCertKey(raw [][]byte) (ssh.PublicKey, error) {
+	if len(raw) != 1 {
+		return nil, fmt.Errorf("peer sent %d certificates, want 1", len(raw))
+	}
+	cert, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		return nil, fmt.Errorf("parse peer certificate: %w", err)
+	}
+	return identity.CertificateKey(cert)
+}
+
+// Accept returns the next authorized node session. The TLS handshake
+// (certificates both ways) has completed; Accept authorizes the node's key
+// with Authorize and confirms it to the node. A refused or vanished peer
+// yields an error matching ErrPeerHandshake (and wrapping Authorize's
+// error): the listener goes on. Peers whose certificate is malformed never
+// get this far; they are logged at Warn. Any other error (listener closed,
+// ctx done) is final.
+func (l *QUICListener) Accept(ctx context.Context) (Session, Peer, error) {
+	conn, err := l.ln.Accept(ctx)
+	if err != nil {
+		return nil, Peer{}, fmt.Errorf("accept quic: %w", err)
+	}
+	remote := conn.RemoteAddr()
+	fail := func(code quic.ApplicationErrorCode, msg string, err error) (Session, Peer, error) {
+		conn.CloseWithError(code, msg)
+		return nil, Peer{}, fmt.Errorf("%w: %s: %w", ErrPeerHandshake, remote, err)
+	}
+	state := conn.ConnectionState().TLS
+	if len(state.PeerCertificates) != 1 { // unreachable: RequireAnyClientCert and verifyNodeCert
+		return fail(quicCodeRefused, "no client certificate", errors.New("no client certificate"))
+	}
+	leaf := state.PeerCertificates[0]
+	key, err := identity.CertificateKey(leaf)
+	if err != nil { // unreachable: verifyNodeCert checked it
+		return fail(quicCodeRefused, "bad client certificate", err)
+	}
+	playnode, err := l.cfg.Authorize(remote, leaf.Subject.CommonName, key)
+	if err == nil && playnode == "" {
+		err = errors.New("authorize returned no playnode name")
+	}
+	if err != nil {
+		return fail(quicCodeRefused, "key "+identity.Fingerprint(key)+" not authorized", fmt.Errorf("quic auth: %w", err))
+	}
+	if err := confirmAuth(conn); err != nil {
+		return fail(quicCodeClosed, "", fmt.Errorf("confirm auth: %w", err))
+	}
+	s := newQUICSession(conn)
+	if !l.track(s) {
+		s.Close()
+		return nil, Peer{}, fmt.Errorf("accept quic: %w", net.ErrClosed)
+	}
+	return s, Peer{Playnode: playnode, Key: key, ClientVersion: state.NegotiatedProtocol, Remote: remote}, nil
+}
+
+// confirmAuth sends the node the one-byte authorization confirmation on a
+// unidirectional stream. Neither call blocks: the node allows one such
+// stream, and one byte fits any window.
+func confirmAuth(conn *quic.Conn) error {
+	st, err := conn.OpenUniStream()
+	if err != nil {
+		return err
+	}
+	if _, err := st.Write([]byte{quicAuthOK}); err != nil {
+		return err
+	}
+	return st.Close()
+}
+
+// track registers s so that Close ends it; false once the listener is closed.
+func (l *QUICListener) track(s *quicSession) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.sessions[s] = struct{}{}
+	s.onEnd = func() {
+		l.mu.Lock()
+		delete(l.sessions, s)
+		l.mu.Unlock()
+	}
+	return true
+}
+
+// Close stops accepting and closes the socket. Sessions accepted from the
+// listener share its socket, so they end too: each gets a CONNECTION_CLOSE
+// first, so that nodes reconnect at once rather than after an idle
+// timeout. Idempotent.
+func (l *QUICListener) Close() error {
+	l.once.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		sessions := make([]*quicSession, 0, len(l.sessions))
+		for s := range l.sessions {
+			sessions = append(sessions, s)
+		}
+		l.mu.Unlock()
+		l.ln.Close()
+		var wg sync.WaitGroup
+		for _, s := range sessions {
+			wg.Go(func() { s.conn.CloseWithError(quicCodeShutdown, "relay shutting down") })
+		}
+		wg.Wait()
+		l.tr.Close()
+		l.tr.Conn.Close()
+		for _, s := range sessions {
+			s.wg.Wait() // the watcher ends with the connection
+		}
+	})
+	return nil
+}
+
+// Addr is the UDP address the listener serves on.
+func (l *QUICListener) Addr() net.Addr { return l.ln.Addr() }
