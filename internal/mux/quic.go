@@ -27,7 +27,8 @@ package mux
 // authorized.
 //
 // Liveness is QUIC's: a PING every Keepalive when idle and an idle timeout
-// of 2*Keepalive, on both ends. A node can move to another address
+// of 2*Keepalive, on both ends (QUIC applies the smaller of the two ends'
+// idle timeouts to both). A node can move to another address
 // (Wi-Fi to cellular) without a new session, see MigrateQUIC.
 //
 // References: RFC 9000 (QUIC), RFC 9001 (QUIC-TLS), RFC 8446 4.4.3
@@ -66,7 +67,8 @@ const quicAuthOK = 0x01
 
 const (
 	defaultQUICMaxStreams = 10000
-	// Flow-control windows: quic-go grows them from the initial to the
+	// Flow-control windows (Options.StreamWindow is yamux's and does not
+	// apply): quic-go grows them from the initial to the
 	// maximum as the measured bandwidth-delay product demands. 16 MiB per
 	// stream fills 1 Gbit/s at 130 ms; 64 MiB per connection lets four such
 	// streams run at once.
@@ -120,6 +122,9 @@ type quicSession struct {
 	err  error
 
 	streams atomic.Int64
+	// local is LocalAddr: quic-go's Conn.LocalAddr reads a field its run
+	// loop replaces when a migration switches paths, unsynchronised.
+	local atomic.Pointer[net.Addr]
 
 	mu         sync.Mutex
 	transports []*quic.Transport // closed in Close, last first
@@ -130,6 +135,8 @@ type quicSession struct {
 
 func newQUICSession(conn *quic.Conn) *quicSession {
 	s := &quicSession{conn: conn, done: make(chan struct{})}
+	local := conn.LocalAddr()
+	s.local.Store(&local)
 	s.wg.Go(func() {
 		<-conn.Context().Done()
 		s.err = fmt.Errorf("%w: %w", ErrSessionClosed, quicCause(context.Cause(conn.Context())))
@@ -235,7 +242,7 @@ func (s *quicSession) Err() error {
 	}
 }
 
-func (s *quicSession) LocalAddr() net.Addr  { return s.conn.LocalAddr() }
+func (s *quicSession) LocalAddr() net.Addr  { return *s.local.Load() }
 func (s *quicSession) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 
 // NumStreams counts the streams opened or accepted and not yet Closed.

@@ -260,6 +260,31 @@ func TestQUICListenerClose(t *testing.T) {
 	}
 }
 
+// TestQUICStreamCloseStopsPeer: Close stops reading (STOP_SENDING), so the
+// peer's writes fail with a stream error, not silently into the void, and
+// the session lives on.
+func TestQUICStreamCloseStopsPeer(t *testing.T) {
+	e := newQUICEnv(t, nil)
+	client, server := e.pair(t, nil, nil)
+	c, s := muxtest.Open(t, client, server)
+	c.Close()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: got %v, want net.ErrClosed", err)
+	}
+	s.SetWriteDeadline(time.Now().Add(muxtest.Timeout))
+	var err error
+	for err == nil {
+		_, err = s.Write(make([]byte, 32<<10))
+	}
+	var se *quic.StreamError
+	if !errors.As(err, &se) || !se.Remote {
+		t.Errorf("peer Write after Close: got %v, want a remote stream error", err)
+	}
+	if client.Err() != nil || server.Err() != nil {
+		t.Errorf("sessions died: %v, %v", client.Err(), server.Err())
+	}
+}
+
 func TestQUICKeepaliveDetectsBlackhole(t *testing.T) {
 	e := newQUICEnv(t, func(e *quicEnv) {
 		e.server.Keepalive = 200 * time.Millisecond
@@ -410,6 +435,9 @@ func TestQUICMigration(t *testing.T) {
 	}
 	if got := server.RemoteAddr().(*net.UDPAddr).IP; !got.Equal(net.IPv4(127, 0, 0, 2)) {
 		t.Errorf("relay sees the node at %v, want 127.0.0.2", got)
+	}
+	if got := client.LocalAddr().String(); got != newConn.LocalAddr().String() {
+		t.Errorf("node LocalAddr() = %s, want the new socket's %s", got, newConn.LocalAddr())
 	}
 	muxtest.Open(t, client, server) // and a new stream works
 }

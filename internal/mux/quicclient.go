@@ -178,5 +178,7 @@ func MigrateQUIC(ctx context.Context, s Session, pconn net.PacketConn) error {
 		path.Close()
 		return fmt.Errorf("migrate to %s: switch: %w", pconn.LocalAddr(), err)
 	}
+	local := pconn.LocalAddr()
+	qs.local.Store(&local)
 	return nil
 }
