@@ -183,7 +183,7 @@ func startRelay(t *testing.T) (*relay.Relay, string) {
 	log, _ := newLog(t, "relay")
 	low := uint16(30000 + time.Now().UnixNano()%30*1000)
 	r, err := relay.New(relay.Config{DataDir: dir, Listen: "127.0.0.1:0", PortLow: low, PortHigh: low + 999,
-		Keepalive: 200 * time.Millisecond, ReloadInterval: 50 * time.Millisecond, Logger: log})
+		Keepalive: 2 * time.Second, ReloadInterval: 50 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func startNode(t *testing.T, cfg Config) (*logBuf, func()) {
 	t.Helper()
 	log, logs := newLog(t, "node")
 	cfg.Logger = log
-	cfg.Keepalive, cfg.BackoffMax = 200*time.Millisecond, 200*time.Millisecond
+	cfg.Keepalive, cfg.BackoffMax = 2*time.Second, 200*time.Millisecond
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
