@@ -78,7 +78,10 @@ func buildBinaries(ctx context.Context, s *settings) error {
 func versions(ctx context.Context) map[string]string {
 	v := map[string]string{}
 	run := func(name string, args ...string) string {
-		out, _ := command(ctx, name, args...).CombinedOutput()
+		out, err := command(ctx, name, args...).CombinedOutput()
+		if err != nil {
+			return "unknown"
+		}
 		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 	}
 	v["go"] = run("go", "version")

@@ -105,8 +105,10 @@ func measureNodes(ctx context.Context, s *settings, res *results) error {
 	took := time.Since(start)
 	res.set(rowNodeUp, colParadigm, took.Seconds())
 	time.Sleep(3 * time.Second)
+	// One keepalive interval (10 s, both ends' default) holds every
+	// session's pings in both directions once: the steady idle load.
 	cpu0, t0 := treeCPU(t.serverPID()), time.Now()
-	time.Sleep(5 * time.Second)
+	time.Sleep(10 * time.Second)
 	cpu1 := treeCPU(t.serverPID())
 	res.set(rowNodeCPU, colParadigm, 100*(cpu1-cpu0)/time.Since(t0).Seconds())
 	rss1 := treeRSS(t.serverPID())

@@ -43,7 +43,7 @@ var colOrder = []string{colDirect, colSSHDefault, colSSHAES, colParadigm}
 func (r *results) print(w io.Writer, s *settings, v map[string]string, took time.Duration) {
 	host, _ := os.Hostname()
 	fmt.Fprintf(w, "\n## tunnelbench %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "- command: `%s`\n", strings.Join(os.Args, " "))
+	fmt.Fprintf(w, "- command: `%s`\n", commandLine())
 	fmt.Fprintf(w, "- machine: %s, nproc %s, CPU %q, kernel %s\n", host, v["nproc"], v["cpu"], v["kernel"])
 	fmt.Fprintf(w, "- %s; %s; %s; paradigm %s\n", v["go"], v["openssh"], v["iperf3"], v["commit"])
 	fmt.Fprintf(w, "- iperf3 -t %d; RTT n=%d; new conn n=%d; %d idle forwarded conns; %d simulated nodes; link delay %v each way; took %v\n\n",
@@ -102,4 +102,14 @@ func format(v float64) string {
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
+}
+
+// commandLine is how this run was started, with go run's temporary binary
+// shown as the go run command.
+func commandLine() string {
+	prog := os.Args[0]
+	if strings.Contains(prog, "go-build") {
+		prog = "go run ./bench/cmd/tunnelbench"
+	}
+	return strings.Join(append([]string{prog}, os.Args[1:]...), " ")
 }
