@@ -77,7 +77,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "name", Value: hostname(), DefaultText: "this machine's hostname", Usage: "playnode name (the relay binds it to the key)", EnvVars: []string{"PARADIGM_NODE_NAME"}},
 		&cli.StringSliceFlag{Name: "service", Usage: "a local service to expose, NAME=[HOST:]PORT (HOST defaults to 127.0.0.1); repeatable", EnvVars: []string{"PARADIGM_NODE_SERVICE"}},
 		&cli.StringFlag{Name: "lock", Value: filepath.Join(os.TempDir(), "paradigm-node.lock"), Usage: "single-instance lock: a second run with the same lock exits 0 at once", EnvVars: []string{"PARADIGM_NODE_LOCK"}},
-		&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "ping interval both ways; a dead link is detected within about twice this", EnvVars: []string{"PARADIGM_NODE_KEEPALIVE"}},
+		&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_NODE_KEEPALIVE"}},
 		&cli.DurationFlag{Name: "backoff-max", Value: 30 * time.Second, Usage: "longest wait between reconnection attempts", EnvVars: []string{"PARADIGM_NODE_BACKOFF_MAX"}},
 	}
 }

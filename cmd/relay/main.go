@@ -81,7 +81,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Value: relay.DefaultListen, Usage: "address playnodes dial (SSH)", EnvVars: []string{"PARADIGM_RELAY_LISTEN"}},
 			&cli.StringFlag{Name: "ports", Value: fmt.Sprintf("%d-%d", relay.DefaultLowPort, relay.DefaultHiPort), Usage: "range portaliases are assigned from", EnvVars: []string{"PARADIGM_RELAY_PORTS"}},
 			&cli.StringFlag{Name: "bind", Value: relay.DefaultBind, Usage: "address portaliases listen on; anything but loopback exposes every playnode's services to the network", EnvVars: []string{"PARADIGM_RELAY_BIND"}},
-			&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "ping interval both ways; a dead link is detected within about twice this", EnvVars: []string{"PARADIGM_RELAY_KEEPALIVE"}},
+			&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_RELAY_KEEPALIVE"}},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 15 * time.Second, Usage: "bound on SSH handshake, authentication and hello", EnvVars: []string{"PARADIGM_RELAY_HANDSHAKE_TIMEOUT"}},
 			&cli.IntFlag{Name: "max-handshakes", Value: 128, Usage: "handshakes in progress at once", EnvVars: []string{"PARADIGM_RELAY_MAX_HANDSHAKES"}},
 			&cli.DurationFlag{Name: "reload-interval", Value: 2 * time.Second, Usage: "how often edits to authorized_nodes and portaliases are picked up", EnvVars: []string{"PARADIGM_RELAY_RELOAD_INTERVAL"}},

@@ -14,8 +14,9 @@
 //
 // The handshake, authentication and channel open run under one deadline
 // (HandshakeTimeout). Global requests are refused, except
-// keepalive@openssh.com, which is answered. Liveness is yamux pings in both
-// directions, see [Options.Keepalive].
+// keepalive@openssh.com, which is answered. Liveness is a watchdog on the
+// bytes received, with keepalive requests in both directions when the link
+// is quiet, see [Options.Keepalive] and liveness.go.
 //
 // The SSH channel and the yamux session live and die together: when yamux
 // gives up (keepalive, protocol error, Close) the SSH connection and its TCP

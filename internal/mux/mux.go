@@ -50,19 +50,14 @@ var (
 
 // Options tune a Session; the zero value is the defaults.
 type Options struct {
-	// Keepalive is the ping interval, in both directions; each end detects
-	// a dead or half-open link on its own. yamux sends a ping Keepalive
-	// after the previous one was answered; the ping gets Keepalive to be
-	// handed to the transport and then a fresh Keepalive to be answered. So
-	// the session dies at most 2*Keepalive after the last answered ping
-	// when the ping is written at once (idle or lightly loaded link: the
-	// kernel buffer takes it), and at most 3*Keepalive when a congested send
-	// path delays the ping's write. Default 10s.
-	//
-	// The ping queues behind data already handed to the transport, so a link
-	// that needs more than Keepalive to drain its send backlog (up to the
-	// 2 MiB SSH window plus socket buffers: slower than about 2 Mbit/s at
-	// 10s) is declared dead too.
+	// Keepalive paces liveness checks, in both directions; each end detects
+	// a dead or half-open link on its own. Over SSH any byte from the peer
+	// proves it alive; after Keepalive of quiet an SSH keepalive request asks
+	// the peer to answer, and after 2*Keepalive of silence (checked every
+	// Keepalive/4, so at most 2.25*Keepalive) the session dies with
+	// ErrKeepaliveTimeout. A slow link busy with a transfer keeps delivering
+	// bytes and is not mistaken for a dead one. Over QUIC, quic-go's
+	// keepalive and an idle timeout of 2*Keepalive do the same. Default 10s.
 	Keepalive time.Duration
 	// StreamWindow is yamux's maximum per-stream receive window. Default
 	// 4 MiB: not smaller than x/crypto/ssh's fixed 2 MiB channel window

@@ -55,7 +55,7 @@ func handshakeDeadline(ctx context.Context, conn net.Conn, timeout time.Duration
 }
 
 // setTCPKeepalive turns on kernel keepalives as a second line behind the
-// yamux pings (they also keep NAT state fresh when no data flows). TCP_NODELAY
+// liveness watchdog (they also keep NAT state fresh when no data flows). TCP_NODELAY
 // is Go's default and stays on.
 func setTCPKeepalive(conn net.Conn, interval time.Duration) {
 	if tc, ok := conn.(*net.TCPConn); ok {
@@ -97,7 +97,9 @@ func serveGlobalRequests(reqs <-chan *ssh.Request) {
 // newSSHSession starts yamux on the accepted or opened mux channel. wg
 // tracks the goroutines serving the SSH connection; the session waits for
 // them in Close.
-func newSSHSession(conn ssh.Conn, ch ssh.Channel, chReqs <-chan *ssh.Request, server bool, opts Options, wg *sync.WaitGroup) (Session, error) {
+//
+// ac is the connection under conn, for the liveness watchdog.
+func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, chReqs <-chan *ssh.Request, server bool, opts Options, wg *sync.WaitGroup) (Session, error) {
 	wg.Go(func() { ssh.DiscardRequests(chReqs) })
 	s, err := newYamuxSession(channelConn{ch, conn}, server, opts, wg.Wait)
 	if err != nil {
@@ -105,5 +107,8 @@ func newSSHSession(conn ssh.Conn, ch ssh.Channel, chReqs <-chan *ssh.Request, se
 		wg.Wait()
 		return nil, fmt.Errorf("start session: %w", err)
 	}
+	s.wg.Go(func() {
+		watchLiveness(conn, ac, opts.Keepalive, s.done, func() { s.kill(ErrKeepaliveTimeout) })
+	})
 	return s, nil
 }

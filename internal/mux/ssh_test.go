@@ -1,6 +1,7 @@
 package mux_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -172,6 +173,107 @@ func TestSSHKeepaliveDetectsBlackhole(t *testing.T) {
 	if err := <-readErr; !errors.Is(err, mux.ErrKeepaliveTimeout) {
 		t.Errorf("in-flight Read: got %v, want ErrKeepaliveTimeout", err)
 	}
+}
+
+// TestSSHSlowLinkStaysAlive sends a bulk transfer over a bottleneck link
+// whose buffer holds more than one keepalive interval of data, as a cellular
+// uplink does: a ping queued behind that data (yamux's own keepalive) would
+// miss its deadline and kill a healthy session; the liveness watchdog must
+// not.
+func TestSSHSlowLinkStaysAlive(t *testing.T) {
+	e := newSSHEnv(t)
+	e.server.Keepalive = 150 * time.Millisecond
+	e.client.Keepalive = 150 * time.Millisecond
+	addr := newSlowLink(t, e.ln.Addr().String(), 2<<20)
+	client, server, _ := e.pair(t, addr)
+	c, s := muxtest.Open(t, client, server)
+
+	const size = 6 << 20 // 3 s at 2 MiB/s: 20 keepalive intervals
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	go func() {
+		c.Write(want)
+		c.CloseWrite()
+	}()
+	got, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatalf("read %d of %d bytes over the slow link: %v (client: %v, server: %v)", len(got), size, err, client.Err(), server.Err())
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, want %d identical ones", len(got), size)
+	}
+	for _, sess := range []mux.Session{client, server} {
+		if err := sess.Err(); err != nil {
+			t.Errorf("session died on a slow but live link: %v", err)
+		}
+	}
+}
+
+// newSlowLink proxies TCP to target through a bottleneck of bytesPerSec in
+// each direction with an unbounded buffer before it: the sender's data is
+// acknowledged at once and queues, as on a real slow link with a deep buffer.
+// It returns the address to dial.
+func newSlowLink(t *testing.T, target string, bytesPerSec int) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	shape := func(dst, src net.Conn) {
+		queue := make(chan []byte, 4096) // 4096 reads of at most 32 KiB
+		wg.Go(func() {
+			defer close(queue)
+			for {
+				buf := make([]byte, 32<<10)
+				n, err := src.Read(buf)
+				if err != nil {
+					return
+				}
+				queue <- buf[:n]
+			}
+		})
+		for chunk := range queue {
+			// Bandwidth emulation, not synchronisation.
+			time.Sleep(time.Duration(len(chunk)) * time.Second / time.Duration(bytesPerSec))
+			if _, err := dst.Write(chunk); err != nil {
+				break
+			}
+		}
+		dst.Close()
+		src.Close()
+	}
+	wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			wg.Go(func() { shape(out, in) })
+			wg.Go(func() { shape(in, out) })
+		}
+	})
+	return ln.Addr().String()
 }
 
 // blackholeProxy forwards TCP until blackhole is called, then silently

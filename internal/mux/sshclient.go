@@ -69,12 +69,13 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
 		ClientVersion:     sshVersion,
 	}
-	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, sshCfg)
+	ac := newActivityConn(conn, conn)
+	cc, chans, reqs, err := ssh.NewClientConn(ac, addr, sshCfg)
 	if err != nil {
 		return fail("ssh handshake", err)
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { ssh.DiscardRequests(reqs) })
+	wg.Go(func() { serveGlobalRequests(reqs) }) // answers the relay's keepalives
 	wg.Go(func() { rejectChannels(chans, "a playnode accepts no channels") })
 	abort := func(step string, err error) (Session, error) {
 		cc.Close()
@@ -88,7 +89,7 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 	if err := handshakeDone(); err != nil {
 		return abort("ssh handshake", err)
 	}
-	s, err := newSSHSession(cc, ch, chReqs, false, opts, &wg)
+	s, err := newSSHSession(cc, ac, ch, chReqs, false, opts, &wg)
 	if err != nil {
 		return nil, fmt.Errorf("dial ssh relay %s: %w", addr, err)
 	}

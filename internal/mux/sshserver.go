@@ -100,7 +100,8 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		ServerVersion:     sshVersion,
 	}
 	sshCfg.AddHostKey(cfg.HostKey)
-	sc, chans, reqs, err := ssh.NewServerConn(&prefixConn{conn, prefix}, sshCfg)
+	ac := newActivityConn(&prefixConn{conn, prefix}, conn)
+	sc, chans, reqs, err := ssh.NewServerConn(ac, sshCfg)
 	if err != nil {
 		if auth.lastErr != nil {
 			return fail("ssh auth", fmt.Errorf("%w (%w)", auth.lastErr, err))
@@ -123,7 +124,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 	if err := handshakeDone(); err != nil {
 		return abort("ssh handshake", err)
 	}
-	s, err := newSSHSession(sc, ch, chReqs, true, opts, &wg)
+	s, err := newSSHSession(sc, ac, ch, chReqs, true, opts, &wg)
 	if err != nil {
 		return nil, Peer{}, fmt.Errorf("accept ssh from %s: %w", remote, err)
 	}

@@ -27,6 +27,7 @@ type yamuxSession struct {
 	acceptq chan *yamux.Stream
 	done    chan struct{} // closed after err is set
 	err     error
+	killed  atomic.Pointer[error] // why the watchdog ended the session
 
 	mu      sync.Mutex
 	closing bool // Close called; guards wg.Add
@@ -39,12 +40,14 @@ type yamuxSession struct {
 // connection. waitOwned is called by Close after rwc is closed.
 func newYamuxSession(rwc io.ReadWriteCloser, server bool, opts Options, waitOwned func()) (*yamuxSession, error) {
 	cfg := &yamux.Config{
-		AcceptBacklog:     acceptBacklog,
-		EnableKeepAlive:   true,
-		KeepAliveInterval: opts.Keepalive,
-		// Ping waits up to ConnectionWriteTimeout to be written and again to
-		// be answered, so an unanswered ping fails one interval later.
-		ConnectionWriteTimeout: opts.Keepalive,
+		AcceptBacklog: acceptBacklog,
+		// Liveness is the transport's watchdog (liveness.go): yamux's ping
+		// queues behind data and kills healthy slow links.
+		EnableKeepAlive:   false,
+		KeepAliveInterval: opts.Keepalive, // unused, but yamux wants it positive
+		// How long one frame may wait for the transport before its stream
+		// operation fails; a slow link may hold several MiB of queued data.
+		ConnectionWriteTimeout: max(time.Minute, 6*opts.Keepalive),
 		MaxStreamWindowSize:    opts.StreamWindow,
 		StreamOpenTimeout:      streamOpenTimeout,
 		StreamCloseTimeout:     streamCloseTimeout,
@@ -113,7 +116,16 @@ func (s *yamuxSession) shutdownErr(err error) error {
 	return err
 }
 
+// kill ends the session because of err (a dead link): Err will report it.
+func (s *yamuxSession) kill(err error) {
+	s.killed.CompareAndSwap(nil, &err)
+	s.ymx.Close()
+}
+
 func (s *yamuxSession) cause(err error) error {
+	if k := s.killed.Load(); k != nil {
+		return *k
+	}
 	switch {
 	case errors.Is(err, yamux.ErrKeepAliveTimeout):
 		return ErrKeepaliveTimeout

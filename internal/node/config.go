@@ -63,8 +63,8 @@ type Config struct {
 	// Name is the playnode name; the relay binds it to the key.
 	Name     string
 	Services []Service
-	// Keepalive is the ping interval both ways; a dead link is detected
-	// within about twice this.
+	// Keepalive paces liveness checks both ways; a dead link is detected
+	// within 2.25 times this (see mux.Options.Keepalive).
 	Keepalive time.Duration
 	// BackoffMax caps the wait between reconnection attempts.
 	BackoffMax time.Duration

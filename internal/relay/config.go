@@ -29,13 +29,16 @@ type Config struct {
 	DataDir string
 	// Listen is the one TCP address playnodes dial (SSH).
 	Listen string
+	// QUICListen, when set, is the UDP address playnodes may dial with QUIC
+	// instead (same keys, same behaviour). Off when empty.
+	QUICListen string
 	// PortLow and PortHigh bound the portaliases the relay assigns.
 	PortLow, PortHigh uint16
 	// Bind is the address portaliases listen on: loopback unless the
 	// operator deliberately exposes them.
 	Bind string
-	// Keepalive is the ping interval both ways; a dead link is detected
-	// within about twice this.
+	// Keepalive paces liveness checks both ways; a dead link is detected
+	// within 2.25 times this (see mux.Options.Keepalive).
 	Keepalive time.Duration
 	// HandshakeTimeout bounds SSH handshake, authentication and hello.
 	HandshakeTimeout time.Duration

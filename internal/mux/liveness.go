@@ -1,0 +1,109 @@
+package mux
+
+import (
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Liveness on the SSH transport is judged by what arrives, not by pings
+// alone. yamux's own keepalive queues its ping behind every frame already
+// handed to the SSH channel, so a slow but healthy uplink busy with a bulk
+// transfer (a playnode on a cellular link) misses the ping deadline and gets
+// its session killed. Instead:
+//
+//   - any byte from the peer proves it alive;
+//   - after Keepalive of quiet, an SSH keepalive request (a transport
+//     message, outside the channel's flow control) asks a live peer to
+//     answer;
+//   - after 2*Keepalive with no byte from the peer, the link is dead, unless
+//     the kernel still receives TCP acknowledgements for what we send: then
+//     we are the sending end of a slow link whose peer has nothing to say
+//     yet and whose answer waits behind our data;
+//   - a keepalive request unanswered for 12*Keepalive means the peer's
+//     process no longer answers, even if its kernel still acknowledges.
+//
+// Checks run livenessTicks times per interval, so a dead link is declared
+// within 2.25*Keepalive.
+
+const (
+	livenessTicks     = 4
+	unansweredFactor  = 12
+	deadQuietFactor   = 2
+	requestQuietRatio = 1
+)
+
+// activityConn records when bytes last arrived from the peer.
+type activityConn struct {
+	net.Conn
+	raw      syscall.Conn // the TCP socket under Conn, for TCP_INFO; nil if none
+	lastRead atomic.Int64 // UnixNano
+}
+
+// newActivityConn wraps c; raw is the connection the caller handed in
+// (c may wrap it), used to ask the kernel about acknowledgements.
+func newActivityConn(c, raw net.Conn) *activityConn {
+	a := &activityConn{Conn: c}
+	if sc, ok := raw.(syscall.Conn); ok {
+		a.raw = sc
+	}
+	a.lastRead.Store(time.Now().UnixNano())
+	return a
+}
+
+func (c *activityConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// quietFor is how long nothing has arrived.
+func (c *activityConn) quietFor(now time.Time) time.Duration {
+	return now.Sub(time.Unix(0, c.lastRead.Load()))
+}
+
+// acksFlowing reports whether the kernel received a TCP acknowledgement
+// within d; false when it cannot tell.
+func (c *activityConn) acksFlowing(d time.Duration) bool {
+	if c.raw == nil {
+		return false
+	}
+	age, ok := lastAckAge(c.raw)
+	return ok && age < d
+}
+
+// watchLiveness runs until done is closed and calls dead once the link is
+// judged dead (see above). At most one keepalive request is in flight; its
+// goroutine ends when the reply arrives or the connection closes.
+func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, done <-chan struct{}, dead func()) {
+	t := time.NewTicker(keepalive / livenessTicks)
+	defer t.Stop()
+	var sentAt atomic.Int64 // UnixNano of the request in flight, 0 if none
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			quiet := ac.quietFor(now)
+			if s := sentAt.Load(); s != 0 && now.Sub(time.Unix(0, s)) >= unansweredFactor*keepalive {
+				dead()
+				return
+			}
+			if quiet >= deadQuietFactor*keepalive && !ac.acksFlowing(deadQuietFactor*keepalive) {
+				dead()
+				return
+			}
+			if quiet >= requestQuietRatio*keepalive && sentAt.CompareAndSwap(0, now.UnixNano()) {
+				go func() {
+					conn.SendRequest(requestKeepalive, true, nil)
+					sentAt.Store(0)
+				}()
+			}
+		}
+	}
+}
