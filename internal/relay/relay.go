@@ -27,9 +27,10 @@ type Relay struct {
 	store   *store.File
 	lock    *lockfile.Lock
 	ln      net.Listener
-	ctx     context.Context // cancelled when Run returns
-	wg      sync.WaitGroup  // every goroutine the relay starts
-	hsSlots chan struct{}   // bounds handshakes in progress
+	quic    *mux.QUICListener // nil unless QUICListen is set
+	ctx     context.Context   // cancelled when Run returns
+	wg      sync.WaitGroup    // every goroutine the relay starts
+	hsSlots chan struct{}     // bounds handshakes in progress
 
 	authStamp, storeStamp fileStamp // the file versions load read
 
@@ -101,12 +102,71 @@ func (r *Relay) load() error {
 	if r.ln, err = net.Listen("tcp", r.cfg.Listen); err != nil {
 		return fmt.Errorf("listen for playnodes: %w", err)
 	}
+	if r.cfg.QUICListen != "" {
+		if err := r.listenQUIC(); err != nil {
+			r.ln.Close()
+			return err
+		}
+	}
 	r.syncListeners(r.table)
 	return nil
 }
 
 // Addr is the address playnodes dial, with the port resolved.
 func (r *Relay) Addr() net.Addr { return r.ln.Addr() }
+
+// QUICAddr is the UDP address of the QUIC listener, nil when QUIC is off.
+func (r *Relay) QUICAddr() net.Addr {
+	if r.quic == nil {
+		return nil
+	}
+	return r.quic.Addr()
+}
+
+// listenQUIC opens the QUIC listener with the host key as its identity.
+func (r *Relay) listenQUIC() error {
+	priv, err := identity.LoadEd25519(filepath.Join(r.cfg.DataDir, HostKeyFile))
+	if err != nil {
+		return fmt.Errorf("host key for quic: %w", err)
+	}
+	pconn, err := net.ListenPacket("udp", r.cfg.QUICListen)
+	if err != nil {
+		return fmt.Errorf("listen for playnodes (quic): %w", err)
+	}
+	r.quic, err = mux.ListenQUIC(pconn, &mux.QUICServerConfig{
+		HostKey:          priv,
+		Authorize:        r.authorize,
+		HandshakeTimeout: r.cfg.HandshakeTimeout,
+		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
+	})
+	if err != nil {
+		return fmt.Errorf("listen for playnodes (quic): %w", err)
+	}
+	return nil
+}
+
+// acceptQUIC serves QUIC sessions until the listener closes. A peer that
+// fails authentication is logged and the listener goes on.
+func (r *Relay) acceptQUIC(ctx context.Context) {
+	for {
+		s, peer, err := r.quic.Accept(ctx)
+		if errors.Is(err, mux.ErrPeerHandshake) {
+			r.log.Warn("playnode handshake failed", "transport", "quic", "err", err)
+			continue
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Error("quic listener stopped", "err", err)
+			}
+			return
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.serveSession(ctx, s, peer, r.log.With("remote", peer.Remote.String(), "transport", "quic"))
+		}()
+	}
+}
 
 // HostKey is the relay's public host key.
 func (r *Relay) HostKey() ssh.PublicKey { return r.hostKey.PublicKey() }
@@ -117,8 +177,17 @@ func (r *Relay) HostKey() ssh.PublicKey { return r.hostKey.PublicKey() }
 func (r *Relay) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	r.ctx = ctx
-	r.log.Info("relay listening", "addr", r.ln.Addr().String(), "fingerprint", identity.Fingerprint(r.hostKey.PublicKey()),
-		"portaliases", r.table.Len(), "ports", fmt.Sprintf("%d-%d", r.cfg.PortLow, r.cfg.PortHigh), "bind", r.cfg.Bind)
+	attrs := []any{"addr", r.ln.Addr().String(), "fingerprint", identity.Fingerprint(r.hostKey.PublicKey()),
+		"portaliases", r.table.Len(), "ports", fmt.Sprintf("%d-%d", r.cfg.PortLow, r.cfg.PortHigh), "bind", r.cfg.Bind}
+	if r.quic != nil {
+		attrs = append(attrs, "quic_addr", r.quic.Addr().String())
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.acceptQUIC(ctx)
+		}()
+	}
+	r.log.Info("relay listening", attrs...)
 	stop := context.AfterFunc(ctx, func() { r.ln.Close() })
 	defer stop()
 
@@ -176,8 +245,13 @@ func (r *Relay) shutdown() {
 		delete(r.listeners, port)
 	}
 	r.mu.Unlock()
+	var refused sync.WaitGroup
 	for _, s := range sessions {
-		s.refuse(refuseShutdown)
+		refused.Go(func() { s.refuse(refuseShutdown) })
+	}
+	refused.Wait()
+	if r.quic != nil {
+		r.quic.Close()
 	}
 	r.wg.Wait()
 	r.status.markAllOffline(time.Now())
@@ -192,6 +266,9 @@ func (r *Relay) Close() error {
 		return errors.New("relay is running: cancel Run's context instead")
 	}
 	r.ln.Close()
+	if r.quic != nil {
+		r.quic.Close()
+	}
 	r.mu.Lock()
 	for port, l := range r.listeners {
 		l.close()

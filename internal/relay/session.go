@@ -38,18 +38,49 @@ var refuseShutdown = &proto.Refuse{Code: proto.RefuseShutdown, Reason: "relay is
 
 func validPlaynode(name string) error { return proto.ValidateName("playnode", name) }
 
-// serveNode runs one playnode connection from handshake to disconnect.
+// serveNode runs one playnode SSH connection from handshake to disconnect.
 func (r *Relay) serveNode(ctx context.Context, conn net.Conn) {
-	log := r.log.With("remote", conn.RemoteAddr().String())
-	s, err := r.handshake(ctx, conn, log)
+	log := r.log.With("remote", conn.RemoteAddr().String(), "transport", "ssh")
+	ms, peer, err := r.acceptSSH(ctx, conn)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("playnode handshake failed", "err", err)
+		}
+		return
+	}
+	r.serveSession(ctx, ms, peer, log)
+}
+
+// acceptSSH runs the SSH handshake and authentication. Handshakes in
+// progress are bounded by MaxHandshakes, each by HandshakeTimeout.
+func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn) (mux.Session, mux.Peer, error) {
+	select {
+	case r.hsSlots <- struct{}{}:
+		defer func() { <-r.hsSlots }()
+	case <-time.After(r.cfg.HandshakeTimeout):
+		conn.Close()
+		return nil, mux.Peer{}, errors.New("too many handshakes in progress")
+	case <-ctx.Done():
+		conn.Close()
+		return nil, mux.Peer{}, ctx.Err()
+	}
+	hsCtx, cancel := context.WithTimeout(ctx, r.cfg.HandshakeTimeout)
+	defer cancel()
+	return mux.AcceptSSH(hsCtx, conn, r.serverConfig())
+}
+
+// serveSession runs an authenticated session, whatever its transport, from
+// hello to disconnect.
+func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer, log *slog.Logger) {
+	s, err := r.welcome(ctx, ms, peer, log)
 	if err != nil {
 		var refuse *proto.Refuse
 		switch {
 		case ctx.Err() != nil:
 		case errors.As(err, &refuse):
-			log.Warn("playnode refused", "err", err)
+			log.Warn("playnode refused", "playnode", peer.Playnode, "err", err)
 		default:
-			log.Warn("playnode handshake failed", "err", err)
+			log.Warn("playnode handshake failed", "playnode", peer.Playnode, "err", err)
 		}
 		return
 	}
@@ -82,27 +113,13 @@ func (r *Relay) serveNode(ctx context.Context, conn net.Conn) {
 	s.log.Info("playnode disconnected", "reason", reason)
 }
 
-// handshake authenticates the connection, reads the hello, assigns
-// portaliases, registers the session and answers with a welcome. Handshakes in progress are bounded
-// by MaxHandshakes, each by HandshakeTimeout.
-func (r *Relay) handshake(ctx context.Context, conn net.Conn, log *slog.Logger) (*nodeSession, error) {
+// welcome reads the hello on the node's control stream, assigns
+// portaliases, registers the session and answers with a welcome, all within
+// HandshakeTimeout.
+func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, log *slog.Logger) (*nodeSession, error) {
 	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
-	select {
-	case r.hsSlots <- struct{}{}:
-		defer func() { <-r.hsSlots }()
-	case <-time.After(r.cfg.HandshakeTimeout):
-		conn.Close()
-		return nil, errors.New("too many handshakes in progress")
-	case <-ctx.Done():
-		conn.Close()
-		return nil, ctx.Err()
-	}
 	hsCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	ms, peer, err := mux.AcceptSSH(hsCtx, conn, r.serverConfig())
-	if err != nil {
-		return nil, err
-	}
 	ctrl, err := ms.AcceptStream(hsCtx)
 	if err != nil {
 		ms.Close()
@@ -134,7 +151,9 @@ func (r *Relay) handshake(ctx context.Context, conn net.Conn, log *slog.Logger) 
 		if !errors.As(err, &refuse) {
 			refuse = &proto.Refuse{Code: proto.RefuseProtocol, Reason: err.Error()}
 		}
-		proto.WriteMessage(ctrl, refuse)
+		if proto.WriteMessage(ctrl, refuse) == nil {
+			hangUp(ctrl, ms)
+		}
 		ms.Close()
 		return nil, refuse
 	}
@@ -187,7 +206,10 @@ func (r *Relay) register(s *nodeSession) {
 	r.mu.Unlock()
 	if old != nil {
 		s.log.Info("session replaced", "old_remote", old.mux.RemoteAddr().String())
-		old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + s.mux.RemoteAddr().String()})
+		// The old node is likely gone: do not hold up the new one's welcome.
+		r.wg.Go(func() {
+			old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + s.mux.RemoteAddr().String()})
+		})
 	}
 }
 
@@ -208,16 +230,38 @@ func (r *Relay) session(playnode string) *nodeSession {
 	return r.sessions[playnode]
 }
 
-// refuse tells the node why the relay ends its session, then ends it.
+// refuseGrace bounds how long a refused session may take to read the
+// refusal and hang up before the relay closes it.
+const refuseGrace = 2 * time.Second
+
+// refuse tells the node why the relay ends its session, then ends it. It
+// may block for up to 2*refuseGrace.
 func (s *nodeSession) refuse(m *proto.Refuse) {
 	s.endOnce.Do(func() {
 		s.ended.Store(m)
 		s.ctrlMu.Lock()
-		s.ctrl.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		proto.WriteMessage(s.ctrl, m)
+		s.ctrl.SetWriteDeadline(time.Now().Add(refuseGrace))
+		err := proto.WriteMessage(s.ctrl, m)
 		s.ctrlMu.Unlock()
+		if err == nil {
+			hangUp(s.ctrl, s.mux)
+		}
 		s.mux.Close()
 	})
+}
+
+// hangUp lets the node read what was written on ctrl before the session is
+// closed: closing a QUIC connection discards unsent stream data, so the
+// relay half-closes and waits (bounded) for the node, which hangs up when it
+// reads a refusal.
+func hangUp(ctrl mux.Stream, ms mux.Session) {
+	ctrl.CloseWrite()
+	t := time.NewTimer(refuseGrace)
+	defer t.Stop()
+	select {
+	case <-ms.Done():
+	case <-t.C:
+	}
 }
 
 // updatePortaliases sends a new welcome when the operator changed this

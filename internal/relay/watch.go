@@ -80,7 +80,9 @@ func (r *Relay) reloadAuthorized(path string) {
 	r.log.Info("authorized nodes reloaded", "keys", len(set.byKey))
 	for _, s := range revoked {
 		s.log.Warn("playnode key revoked, disconnecting", "fingerprint", identity.Fingerprint(s.key))
-		s.refuse(&proto.Refuse{Code: proto.RefuseRevoked, Reason: "this playnode's key was removed from the relay's authorized nodes"})
+		r.wg.Go(func() {
+			s.refuse(&proto.Refuse{Code: proto.RefuseRevoked, Reason: "this playnode's key was removed from the relay's authorized nodes"})
+		})
 	}
 }
 
