@@ -32,8 +32,12 @@ func Splice(a, b HalfCloser) (aToB, bToA int64, err error) {
 		err error
 	}
 	var once sync.Once
-	abort := func() {
+	closeBoth := func(reset bool) {
 		once.Do(func() {
+			if reset {
+				resetTCP(a)
+				resetTCP(b)
+			}
 			a.Close()
 			b.Close()
 		})
@@ -42,17 +46,26 @@ func Splice(a, b HalfCloser) (aToB, bToA int64, err error) {
 	go func() {
 		n, err := copyHalf(b, a)
 		if err != nil {
-			abort()
+			closeBoth(true)
 		}
 		done <- result{n, err}
 	}()
 	bToA, errBA := copyHalf(a, b)
 	if errBA != nil {
-		abort()
+		closeBoth(true)
 	}
 	r := <-done
-	abort()
+	closeBoth(false)
 	return r.n, bToA, errors.Join(r.err, errBA)
+}
+
+// resetTCP makes Close send RST instead of FIN, so that a client whose
+// connection was cut (dead session, reset on the far side) sees an error,
+// never a clean end of data it could take for a complete reply.
+func resetTCP(c HalfCloser) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
 }
 
 // copyHalf copies src to dst with a pooled buffer and closes dst's write half

@@ -159,7 +159,14 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, log 
 	}
 	s.lastSent = portaliases
 	// Routable before the node (or a log reader) learns its portaliases.
-	r.register(s)
+	if !r.register(s) {
+		refuse := &proto.Refuse{Code: proto.RefuseRevoked, Reason: "this playnode's key was removed from the relay's authorized nodes"}
+		if proto.WriteMessage(ctrl, refuse) == nil {
+			hangUp(ctrl, ms)
+		}
+		ms.Close()
+		return nil, refuse
+	}
 	err = proto.WriteMessage(ctrl, &proto.Welcome{Version: proto.Version, Playnode: s.playnode, Portaliases: portaliases})
 	if err != nil {
 		ms.Close()
@@ -197,9 +204,15 @@ func readHello(ctrl mux.Stream) (*proto.Hello, error) {
 
 // register makes s the playnode's session, replacing (and ending) an older
 // one at once: a node that reconnects while its old session still looks
-// alive takes over its portaliases without waiting for keepalives.
-func (r *Relay) register(s *nodeSession) {
+// alive takes over its portaliases without waiting for keepalives. It
+// returns false, registering nothing, when the key was revoked since it
+// authenticated.
+func (r *Relay) register(s *nodeSession) bool {
 	r.mu.Lock()
+	if name, ok := r.auth.lookup(s.key); !ok || name != s.playnode {
+		r.mu.Unlock()
+		return false
+	}
 	old := r.sessions[s.playnode]
 	r.sessions[s.playnode] = s
 	r.status.online(s.playnode, s.mux.RemoteAddr().String(), s.services, time.Now())
@@ -211,6 +224,7 @@ func (r *Relay) register(s *nodeSession) {
 			old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + s.mux.RemoteAddr().String()})
 		})
 	}
+	return true
 }
 
 // unregister removes s unless a newer session already replaced it.
