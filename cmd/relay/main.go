@@ -30,6 +30,9 @@ const defaultData = "/var/lib/paradigm-relay"
 var dataFlag = &cli.StringFlag{Name: "data", Value: defaultData, Usage: "data folder: host key, authorized nodes, portaliases, status", EnvVars: []string{"PARADIGM_RELAY_DATA"}}
 
 func main() {
+	// quic-go prints its own receive-buffer warning through the log
+	// package; internal/mux logs one clear line of ours instead.
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newApp().RunContext(ctx, os.Args); err != nil {
@@ -79,6 +82,7 @@ func serveCommand() *cli.Command {
 		Flags: []cli.Flag{
 			dataFlag,
 			&cli.StringFlag{Name: "listen", Value: relay.DefaultListen, Usage: "address playnodes dial (SSH)", EnvVars: []string{"PARADIGM_RELAY_LISTEN"}},
+			&cli.StringFlag{Name: "quic-listen", Usage: "also serve playnodes over QUIC on this UDP address (e.g. :4422, the same port number as --listen); off when empty", EnvVars: []string{"PARADIGM_RELAY_QUIC_LISTEN"}},
 			&cli.StringFlag{Name: "ports", Value: fmt.Sprintf("%d-%d", relay.DefaultLowPort, relay.DefaultHiPort), Usage: "range portaliases are assigned from", EnvVars: []string{"PARADIGM_RELAY_PORTS"}},
 			&cli.StringFlag{Name: "bind", Value: relay.DefaultBind, Usage: "address portaliases listen on; anything but loopback exposes every playnode's services to the network", EnvVars: []string{"PARADIGM_RELAY_BIND"}},
 			&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_RELAY_KEEPALIVE"}},
@@ -101,6 +105,7 @@ func serveCommand() *cli.Command {
 			r, err := relay.New(relay.Config{
 				DataDir:          c.String("data"),
 				Listen:           c.String("listen"),
+				QUICListen:       c.String("quic-listen"),
 				PortLow:          low,
 				PortHigh:         high,
 				Bind:             c.String("bind"),

@@ -15,6 +15,13 @@ import (
 	"paradigm/internal/proto"
 )
 
+// Transports a node can reach the relay with.
+const (
+	TransportSSH  = "ssh"
+	TransportQUIC = "quic"
+	TransportAuto = "auto"
+)
+
 // Service is one local service the playnode exposes through the relay.
 type Service struct {
 	Name string
@@ -60,6 +67,10 @@ type Config struct {
 	TrustOnFirstUse bool
 	// KeyFile is the node's private key (OpenSSH format).
 	KeyFile string
+	// Transport is how the node reaches the relay: TransportSSH over TCP,
+	// TransportQUIC over UDP (same address and port number), or
+	// TransportAuto: QUIC when it works, SSH when UDP is blocked.
+	Transport string
 	// Name is the playnode name; the relay binds it to the key.
 	Name     string
 	Services []Service
@@ -109,6 +120,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Fingerprint != "" && !strings.HasPrefix(c.Fingerprint, "SHA256:") {
 		return fmt.Errorf("fingerprint %q: want the SHA256:... form that paradigm-relay fingerprint prints", c.Fingerprint)
+	}
+	switch c.Transport {
+	case "":
+		c.Transport = TransportSSH
+	case TransportSSH, TransportQUIC, TransportAuto:
+	default:
+		return fmt.Errorf("transport %q: want ssh, quic or auto", c.Transport)
 	}
 	if c.Keepalive <= 0 {
 		c.Keepalive = 10 * time.Second

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,8 @@ type Node struct {
 	services map[string]Service
 	hello    proto.Hello
 	hostKey  ssh.HostKeyCallback
+	quicKey  ed25519.PrivateKey // nil when the transport is ssh
+	chooser  transportChooser
 }
 
 // New validates cfg and loads the node's key.
@@ -52,6 +55,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if err := n.hello.Validate(); err != nil {
 		return nil, err
+	}
+	if n.quicKey, err = loadQUICKey(&n.cfg); err != nil {
+		return nil, fmt.Errorf("transport %s: %w", cfg.Transport, err)
 	}
 	n.hostKey = hostKeyCallback(&n.cfg, n.log)
 	return n, nil
@@ -111,28 +117,16 @@ func (b *backoff) reset() { b.d = 0 }
 func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 	hsCtx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
 	defer cancel()
-	d := net.Dialer{KeepAlive: n.cfg.Keepalive}
-	conn, err := d.DialContext(hsCtx, "tcp", n.cfg.Relay)
+	sess, transport, err := n.dial(hsCtx)
 	if err != nil {
-		return false, fmt.Errorf("dial relay: %w", err)
-	}
-	sess, err := mux.DialSSH(hsCtx, conn, &mux.SSHClientConfig{
-		Key:              n.key,
-		User:             n.cfg.Name,
-		HostKeyCallback:  n.hostKey,
-		HandshakeTimeout: n.cfg.HandshakeTimeout,
-		Options:          mux.Options{Keepalive: n.cfg.Keepalive, Logger: n.log},
-	})
-	if err != nil {
-		conn.Close()
-		return false, fmt.Errorf("connect to relay %s: %w", n.cfg.Relay, err)
+		return false, err
 	}
 	defer sess.Close()
 	ctrl, err := sess.OpenStream(hsCtx)
 	if err != nil {
 		return false, fmt.Errorf("open control stream: %w", err)
 	}
-	if err := n.greet(hsCtx, ctrl); err != nil {
+	if err := n.greet(hsCtx, ctrl, transport); err != nil {
 		return false, err
 	}
 	cancel()
@@ -173,7 +167,7 @@ func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 }
 
 // greet sends the hello and waits for the relay's welcome or refusal.
-func (n *Node) greet(ctx context.Context, ctrl mux.Stream) error {
+func (n *Node) greet(ctx context.Context, ctrl mux.Stream, transport string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		ctrl.SetDeadline(dl)
 		defer ctrl.SetDeadline(time.Time{})
@@ -194,7 +188,7 @@ func (n *Node) greet(ctx context.Context, ctrl mux.Stream) error {
 	}
 	switch m := m.(type) {
 	case *proto.Welcome:
-		n.logWelcome("connected to relay", m)
+		n.logWelcome("connected to relay", m, "transport", transport)
 		return nil
 	case *proto.Refuse:
 		return m
@@ -222,8 +216,8 @@ func (n *Node) control(ctrl mux.Stream) error {
 	}
 }
 
-func (n *Node) logWelcome(msg string, w *proto.Welcome) {
-	attrs := []any{"relay", n.cfg.Relay}
+func (n *Node) logWelcome(msg string, w *proto.Welcome, extra ...any) {
+	attrs := append([]any{"relay", n.cfg.Relay}, extra...)
 	got := map[string]bool{}
 	for _, p := range w.Portaliases {
 		attrs = append(attrs, p.Service, p.Portalias)

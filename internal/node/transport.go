@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"paradigm/internal/identity"
+	"paradigm/internal/mux"
+)
+
+// quicRetryInterval is how long a node on TransportAuto keeps to SSH after
+// QUIC failed before it tries QUIC again: UDP blocked on one network may
+// work on the next.
+const quicRetryInterval = 10 * time.Minute
+
+// quicProbeTimeout bounds a QUIC attempt on TransportAuto, so a network that
+// drops UDP costs little before the SSH fallback.
+const quicProbeTimeout = 5 * time.Second
+
+// transportChooser remembers, for TransportAuto, whether QUIC worked.
+type transportChooser struct {
+	mu         sync.Mutex
+	quicFailed time.Time // zero while QUIC works or was never tried
+}
+
+// useQUIC reports whether the next auto attempt should try QUIC.
+func (c *transportChooser) useQUIC(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.quicFailed.IsZero() || now.Sub(c.quicFailed) >= quicRetryInterval
+}
+
+func (c *transportChooser) result(quicOK bool, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if quicOK {
+		c.quicFailed = time.Time{}
+	} else {
+		c.quicFailed = now
+	}
+}
+
+// dial opens an authenticated session to the relay with the configured
+// transport, returning the transport used.
+func (n *Node) dial(ctx context.Context) (mux.Session, string, error) {
+	switch n.cfg.Transport {
+	case TransportQUIC:
+		s, err := n.dialQUIC(ctx, n.cfg.HandshakeTimeout)
+		return s, TransportQUIC, err
+	case TransportAuto:
+		if n.chooser.useQUIC(time.Now()) {
+			s, err := n.dialQUIC(ctx, min(quicProbeTimeout, n.cfg.HandshakeTimeout))
+			n.chooser.result(err == nil, time.Now())
+			if err == nil {
+				return s, TransportQUIC, nil
+			}
+			if ctx.Err() != nil || errors.Is(err, ErrHostKey) {
+				return nil, TransportQUIC, err
+			}
+			n.log.Warn("quic to relay failed, falling back to ssh", "err", err, "retry_quic_in", quicRetryInterval.String())
+		}
+		fallthrough
+	default:
+		s, err := n.dialSSH(ctx)
+		return s, TransportSSH, err
+	}
+}
+
+func (n *Node) dialSSH(ctx context.Context) (mux.Session, error) {
+	d := net.Dialer{KeepAlive: n.cfg.Keepalive}
+	conn, err := d.DialContext(ctx, "tcp", n.cfg.Relay)
+	if err != nil {
+		return nil, fmt.Errorf("dial relay: %w", err)
+	}
+	s, err := mux.DialSSH(ctx, conn, &mux.SSHClientConfig{
+		Key:              n.key,
+		User:             n.cfg.Name,
+		HostKeyCallback:  n.hostKey,
+		Addr:             n.cfg.Relay,
+		HandshakeTimeout: n.cfg.HandshakeTimeout,
+		Options:          mux.Options{Keepalive: n.cfg.Keepalive, Logger: n.log},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to relay %s: %w", n.cfg.Relay, err)
+	}
+	return s, nil
+}
+
+func (n *Node) dialQUIC(ctx context.Context, timeout time.Duration) (mux.Session, error) {
+	if n.quicKey == nil {
+		return nil, errors.New("quic needs an ed25519 node key")
+	}
+	raddr, err := net.ResolveUDPAddr("udp", n.cfg.Relay)
+	if err != nil {
+		return nil, fmt.Errorf("resolve relay %s: %w", n.cfg.Relay, err)
+	}
+	pconn, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return nil, fmt.Errorf("open udp socket: %w", err)
+	}
+	s, err := mux.DialQUIC(ctx, pconn, raddr, &mux.QUICClientConfig{
+		Key:              n.quicKey,
+		User:             n.cfg.Name,
+		HostKeyCallback:  n.hostKey,
+		Addr:             n.cfg.Relay,
+		HandshakeTimeout: timeout,
+		Options:          mux.Options{Keepalive: n.cfg.Keepalive, Logger: n.log},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to relay %s over quic: %w", n.cfg.Relay, err)
+	}
+	return s, nil
+}
+
+// loadQUICKey reads the node key as ed25519 for QUIC when the transport may
+// use it; an SSH-only node may use any key type ssh-keygen makes.
+func loadQUICKey(cfg *Config) (ed25519.PrivateKey, error) {
+	if cfg.Transport == TransportSSH {
+		return nil, nil
+	}
+	return identity.LoadEd25519(cfg.KeyFile)
+}
