@@ -253,7 +253,10 @@ func aliasCommand() *cli.Command {
 						return err
 					}
 					if removed == 0 {
-						return fmt.Errorf("no portalias for %s %s", playnode, service)
+						if service == "" {
+							return fmt.Errorf("playnode %s has no portalias", playnode)
+						}
+						return fmt.Errorf("playnode %s has no portalias for service %s", playnode, service)
 					}
 					fmt.Fprintf(c.App.Writer, "removed %d portalias(es) of %s\n", removed, playnode)
 					return nil
