@@ -13,9 +13,10 @@ type HalfCloser interface {
 	CloseWrite() error
 }
 
-// spliceBufSize is the copy buffer per direction. 32 KiB matches io.Copy and
-// yamux's frame sizes; the bench issue measures whether larger pays.
-const spliceBufSize = 32 << 10
+// spliceBufSize is the copy buffer per direction: one full buffer plus its
+// 12-byte yamux header fills exactly one 32 KiB SSH channel packet
+// (frameWriter), where 32 KiB would spill 12 bytes into a second packet.
+const spliceBufSize = sshMaxPayload - yamuxHeaderSize
 
 var splicePool = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
 

@@ -66,15 +66,22 @@ func setTCPKeepalive(conn net.Conn, interval time.Duration) {
 // channelConn is the byte stream yamux runs on. Close closes the whole SSH
 // connection (and so the TCP connection), not just the channel: yamux's
 // death must end the transport, and closing the connection also unblocks a
-// channel Write waiting for window.
+// channel Write waiting for window. Writes join each yamux data frame's
+// header with its body (frameWriter).
 type channelConn struct {
 	ssh.Channel
 	conn ssh.Conn
+	w    frameWriter
 }
 
-func (c channelConn) Close() error         { return c.conn.Close() }
-func (c channelConn) LocalAddr() net.Addr  { return c.conn.LocalAddr() }
-func (c channelConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+func newChannelConn(ch ssh.Channel, conn ssh.Conn) *channelConn {
+	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch}}
+}
+
+func (c *channelConn) Write(b []byte) (int, error) { return c.w.Write(b) }
+func (c *channelConn) Close() error                { return c.conn.Close() }
+func (c *channelConn) LocalAddr() net.Addr         { return c.conn.LocalAddr() }
+func (c *channelConn) RemoteAddr() net.Addr        { return c.conn.RemoteAddr() }
 
 // rejectChannels refuses every channel the peer opens for the life of the
 // connection; reason says what is allowed instead.
@@ -101,7 +108,7 @@ func serveGlobalRequests(reqs <-chan *ssh.Request) {
 // ac is the connection under conn, for the liveness watchdog.
 func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, chReqs <-chan *ssh.Request, server bool, opts Options, wg *sync.WaitGroup) (Session, error) {
 	wg.Go(func() { ssh.DiscardRequests(chReqs) })
-	s, err := newYamuxSession(channelConn{ch, conn}, server, opts, wg.Wait)
+	s, err := newYamuxSession(newChannelConn(ch, conn), server, opts, wg.Wait)
 	if err != nil {
 		conn.Close()
 		wg.Wait()
