@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,13 +93,25 @@ func portWindow() (low, high uint16) {
 	return low, low + 999
 }
 
+// transports are what every transport-independent test runs over.
+var transports = []string{node.TransportSSH, node.TransportQUIC}
+
+// forEachTransport runs test as a subtest per transport.
+func forEachTransport(t *testing.T, test func(t *testing.T, tr string)) {
+	t.Helper()
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { test(t, tr) })
+	}
+}
+
 // testRelay is a relay running in the background of a test.
 type testRelay struct {
 	*relay.Relay
-	cfg    relay.Config
-	log    *logBuf
-	cancel context.CancelFunc
-	done   chan error
+	cfg       relay.Config // with the addresses resolved: a restart reuses them
+	transport string       // what its nodes dial with
+	log       *logBuf
+	cancel    context.CancelFunc
+	done      chan error
 }
 
 // relayConfig is a relay configuration for a fresh data folder.
@@ -119,20 +132,58 @@ func relayConfig(t *testing.T) relay.Config {
 	}
 }
 
-// startRelay runs a relay with cfg until the test ends.
-func startRelay(t *testing.T, cfg relay.Config) *testRelay {
+// startRelay runs a relay with cfg until the test ends; its nodes dial
+// with transport. For QUIC it also listens on UDP, at the port number of
+// its TCP address, as deployed: nodes dial both at the same HOST:PORT.
+func startRelay(t *testing.T, cfg relay.Config, transport string) *testRelay {
 	t.Helper()
 	lg, buf := newLog(t, "relay")
 	cfg.Logger = lg
-	r, err := relay.New(cfg)
+	r, err := newRelay(t, &cfg, transport)
 	if err != nil {
 		t.Fatalf("relay.New: %v", err)
 	}
+	cfg.Listen = r.Addr().String()
+	if a := r.QUICAddr(); a != nil {
+		cfg.QUICListen = a.String()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tr := &testRelay{Relay: r, cfg: cfg, log: buf, cancel: cancel, done: make(chan error, 1)}
+	tr := &testRelay{Relay: r, cfg: cfg, transport: transport, log: buf, cancel: cancel, done: make(chan error, 1)}
 	go func() { tr.done <- r.Run(ctx) }()
 	t.Cleanup(func() { tr.stop(t) })
 	return tr
+}
+
+// newRelay is relay.New, giving a QUIC relay whose QUICListen is unset one
+// TCP and UDP port number: a free TCP port is picked, then both bound, and
+// the few times another program takes one in between it tries again.
+func newRelay(t *testing.T, cfg *relay.Config, transport string) (*relay.Relay, error) {
+	t.Helper()
+	if transport != node.TransportQUIC || cfg.QUICListen != "" {
+		return relay.New(*cfg)
+	}
+	var err error
+	for range 5 {
+		c := *cfg
+		c.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t)))
+		c.QUICListen = c.Listen
+		var r *relay.Relay
+		if r, err = relay.New(c); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			*cfg = c
+			return r, err
+		}
+	}
+	return nil, err
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // stop cancels Run and waits for it; it may be called more than once.
@@ -178,6 +229,7 @@ func (r *testRelay) nodeConfig(t *testing.T, name, keyFile string, services ...s
 		Relay:       r.Addr().String(),
 		Fingerprint: identity.Fingerprint(r.HostKey()),
 		KeyFile:     keyFile,
+		Transport:   r.transport,
 		Name:        name,
 		Keepalive:   testKeepalive,
 		BackoffMax:  testBackoff,
@@ -234,20 +286,34 @@ func (n *testNode) stop(t *testing.T) {
 }
 
 // waitOnline waits until playnode is online with n portaliases and returns
-// them by service.
+// them by service. The relay must also log a session over its transport
+// (it logs just after registering), so that a test meant for QUIC cannot
+// pass over SSH.
 func waitOnline(t *testing.T, r *testRelay, playnode string, n int) map[string]uint16 {
 	t.Helper()
 	var got []proto.Portalias
-	waitFor(t, playnode+" online with "+strconv.Itoa(n)+" portaliases", func() bool {
+	waitFor(t, playnode+" online over "+r.transport+" with "+strconv.Itoa(n)+" portaliases", func() bool {
 		ps, ok := r.Online(playnode)
 		got = ps
-		return ok && len(ps) == n
+		return ok && len(ps) == n && r.connectedOver(playnode)
 	})
 	m := map[string]uint16{}
 	for _, p := range got {
 		m[p.Service] = p.Portalias
 	}
 	return m
+}
+
+// connectedOver reports whether the relay logged a session of playnode
+// over its transport.
+func (r *testRelay) connectedOver(playnode string) bool {
+	for line := range strings.Lines(r.log.String()) {
+		if strings.Contains(line, `msg="playnode connected"`) && strings.Contains(line, " transport="+r.transport+" ") &&
+			strings.Contains(line, " playnode="+playnode+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 func waitOffline(t *testing.T, r *testRelay, playnode string) {
@@ -349,10 +415,20 @@ func fetch(t *testing.T, port uint16) (string, error) {
 	return string(b), err
 }
 
-// closedAtOnce reports whether the server closes c without sending
-// anything: a read ends in EOF or a reset well before the deadline.
-func closedAtOnce(t *testing.T, c net.Conn) {
+// closedAtOnce connects to port and checks that the server closes the
+// connection without sending anything: a read ends in EOF or a reset well
+// before the deadline. A reset may come so fast that it fails the connect
+// itself, which is as good.
+func closedAtOnce(t *testing.T, port uint16) {
 	t.Helper()
+	c, err := net.Dial("tcp", portAddr(port))
+	if errors.Is(err, syscall.ECONNRESET) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("dial portalias %d: %v", port, err)
+	}
+	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	n, err := c.Read(make([]byte, 1))
 	if n != 0 || err == nil || isTimeout(err) {

@@ -36,101 +36,109 @@ next:
 // TestAliasSetMovesLivePortalias is `paradigm-relay alias set` on an online
 // playnode: the old port closes, the new one serves, the node is told.
 func TestAliasSetMovesLivePortalias(t *testing.T) {
-	r, n, ports := startPair(t, "svc="+replyServer(t, "hi"))
-	old := ports["svc"]
-	moved := freeInRange(t, r, old)
-	if _, err := portaliasFile(r).Update(func(tab *store.Table) error {
-		return tab.Set(store.Assignment{Playnode: "dev1", Service: "svc", Portalias: moved})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the relay to report the moved portalias", func() bool {
-		ps, ok := r.Online("dev1")
-		return ok && len(ps) == 1 && ps[0].Portalias == moved
+	forEachTransport(t, func(t *testing.T, tr string) {
+		r, n, ports := startPair(t, tr, "svc="+replyServer(t, "hi"))
+		old := ports["svc"]
+		moved := freeInRange(t, r, old)
+		if _, err := portaliasFile(r).Update(func(tab *store.Table) error {
+			return tab.Set(store.Assignment{Playnode: "dev1", Service: "svc", Portalias: moved})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the relay to report the moved portalias", func() bool {
+			ps, ok := r.Online("dev1")
+			return ok && len(ps) == 1 && ps[0].Portalias == moved
+		})
+		waitFor(t, "the node to receive the update", func() bool {
+			return n.log.Contains("portaliases updated") && n.log.Contains("svc="+strconv.Itoa(int(moved)))
+		})
+		waitFor(t, "the old portalias to be released", func() bool { return !isBound(old) })
+		if got, err := fetch(t, moved); err != nil || got != "hi" {
+			t.Fatalf("fetch through the moved portalias %d: got %q, %v, want %q", moved, got, err, "hi")
+		}
+		if c, err := net.Dial("tcp", portAddr(old)); err == nil {
+			c.Close()
+			t.Fatalf("old portalias %d still accepts connections", old)
+		}
 	})
-	waitFor(t, "the node to receive the update", func() bool {
-		return n.log.Contains("portaliases updated") && n.log.Contains("svc="+strconv.Itoa(int(moved)))
-	})
-	waitFor(t, "the old portalias to be released", func() bool { return !isBound(old) })
-	if got, err := fetch(t, moved); err != nil || got != "hi" {
-		t.Fatalf("fetch through the moved portalias %d: got %q, %v, want %q", moved, got, err, "hi")
-	}
-	if c, err := net.Dial("tcp", portAddr(old)); err == nil {
-		c.Close()
-		t.Fatalf("old portalias %d still accepts connections", old)
-	}
 }
 
 // TestAliasRmClosesListener is `paradigm-relay alias rm`.
 func TestAliasRmClosesListener(t *testing.T) {
-	r, _, ports := startPair(t, "svc="+replyServer(t, "hi"))
-	port := ports["svc"]
-	if _, err := portaliasFile(r).Update(func(tab *store.Table) error {
-		if !tab.Remove("dev1", "svc") {
-			t.Error("Remove found nothing")
+	forEachTransport(t, func(t *testing.T, tr string) {
+		r, _, ports := startPair(t, tr, "svc="+replyServer(t, "hi"))
+		port := ports["svc"]
+		if _, err := portaliasFile(r).Update(func(tab *store.Table) error {
+			if !tab.Remove("dev1", "svc") {
+				t.Error("Remove found nothing")
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the removed portalias to be released", func() bool { return !isBound(port) })
-	if ps, ok := r.Online("dev1"); !ok || len(ps) != 0 {
-		t.Fatalf("Online after rm: %v, %v; want online without portaliases", ps, ok)
-	}
+		waitFor(t, "the removed portalias to be released", func() bool { return !isBound(port) })
+		if ps, ok := r.Online("dev1"); !ok || len(ps) != 0 {
+			t.Fatalf("Online after rm: %v, %v; want online without portaliases", ps, ok)
+		}
+	})
 }
 
 // TestMalformedEditKept checks that a typo in either file while the relay
 // runs is logged and changes nothing: no revocation, no lost portalias.
 func TestMalformedEditKept(t *testing.T) {
-	r, _, ports := startPair(t, "svc="+replyServer(t, "hi"))
-	for _, f := range []string{relay.AuthorizedFile, relay.PortaliasFile} {
-		if err := os.WriteFile(filepath.Join(r.cfg.DataDir, f), []byte("garbage line\n"), 0o644); err != nil {
-			t.Fatal(err)
+	forEachTransport(t, func(t *testing.T, tr string) {
+		r, _, ports := startPair(t, tr, "svc="+replyServer(t, "hi"))
+		for _, f := range []string{relay.AuthorizedFile, relay.PortaliasFile} {
+			if err := os.WriteFile(filepath.Join(r.cfg.DataDir, f), []byte("garbage line\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	waitFor(t, "both files to be reported unreadable", func() bool {
-		return r.log.Contains("authorized nodes file not reloaded") && r.log.Contains("portalias file not reloaded")
+		waitFor(t, "both files to be reported unreadable", func() bool {
+			return r.log.Contains("authorized nodes file not reloaded") && r.log.Contains("portalias file not reloaded")
+		})
+		if ps, ok := r.Online("dev1"); !ok || len(ps) != 1 || ps[0].Portalias != ports["svc"] {
+			t.Fatalf("Online after bad edits: %v, %v; want still online on %d", ps, ok, ports["svc"])
+		}
+		if got, err := fetch(t, ports["svc"]); err != nil || got != "hi" {
+			t.Fatalf("fetch after bad edits: got %q, %v, want %q", got, err, "hi")
+		}
 	})
-	if ps, ok := r.Online("dev1"); !ok || len(ps) != 1 || ps[0].Portalias != ports["svc"] {
-		t.Fatalf("Online after bad edits: %v, %v; want still online on %d", ps, ok, ports["svc"])
-	}
-	if got, err := fetch(t, ports["svc"]); err != nil || got != "hi" {
-		t.Fatalf("fetch after bad edits: got %q, %v, want %q", got, err, "hi")
-	}
 }
 
 func TestList(t *testing.T) {
-	svc := replyServer(t, "hi")
-	r, n, ports := startPair(t, "svc="+svc)
-	_, svcPort, _ := net.SplitHostPort(svc)
-	row := func() (relay.Row, bool) {
-		rows, running, err := relay.List(r.cfg.DataDir)
-		if err != nil {
-			t.Fatalf("List: %v", err)
+	forEachTransport(t, func(t *testing.T, tr string) {
+		svc := replyServer(t, "hi")
+		r, n, ports := startPair(t, tr, "svc="+svc)
+		_, svcPort, _ := net.SplitHostPort(svc)
+		row := func() (relay.Row, bool) {
+			rows, running, err := relay.List(r.cfg.DataDir)
+			if err != nil {
+				t.Fatalf("List: %v", err)
+			}
+			if len(rows) != 1 {
+				t.Fatalf("List: got %d rows %+v, want 1", len(rows), rows)
+			}
+			return rows[0], running
 		}
-		if len(rows) != 1 {
-			t.Fatalf("List: got %d rows %+v, want 1", len(rows), rows)
+		waitFor(t, "List to show dev1 online", func() bool { got, _ := row(); return got.Online })
+		got, running := row()
+		want := relay.Row{Playnode: "dev1", Service: "svc", Portalias: ports["svc"], Online: true}
+		if !running || got.Playnode != want.Playnode || got.Service != want.Service || got.Portalias != want.Portalias ||
+			strconv.Itoa(int(got.ServicePort)) != svcPort || got.Remote == "" {
+			t.Fatalf("online: got %+v running=%v, want %+v with service port %s, a remote, running", got, running, want, svcPort)
 		}
-		return rows[0], running
-	}
-	waitFor(t, "List to show dev1 online", func() bool { got, _ := row(); return got.Online })
-	got, running := row()
-	want := relay.Row{Playnode: "dev1", Service: "svc", Portalias: ports["svc"], Online: true}
-	if !running || got.Playnode != want.Playnode || got.Service != want.Service || got.Portalias != want.Portalias ||
-		strconv.Itoa(int(got.ServicePort)) != svcPort || got.Remote == "" {
-		t.Fatalf("online: got %+v running=%v, want %+v with service port %s, a remote, running", got, running, want, svcPort)
-	}
 
-	n.stop(t)
-	waitFor(t, "List to show dev1 offline", func() bool { got, _ := row(); return !got.Online })
-	if got, _ := row(); got.LastSeen.IsZero() || got.Remote != "" {
-		t.Fatalf("offline: got %+v, want a last-seen time and no remote", got)
-	}
+		n.stop(t)
+		waitFor(t, "List to show dev1 offline", func() bool { got, _ := row(); return !got.Online })
+		if got, _ := row(); got.LastSeen.IsZero() || got.Remote != "" {
+			t.Fatalf("offline: got %+v, want a last-seen time and no remote", got)
+		}
 
-	startNode(t, n.cfg)
-	waitFor(t, "List to show dev1 online again", func() bool { got, _ := row(); return got.Online })
-	r.stop(t)
-	if got, running := row(); running || got.Online {
-		t.Fatalf("after the relay stopped: got %+v running=%v, want offline and not running", got, running)
-	}
+		startNode(t, n.cfg)
+		waitFor(t, "List to show dev1 online again", func() bool { got, _ := row(); return got.Online })
+		r.stop(t)
+		if got, running := row(); running || got.Online {
+			t.Fatalf("after the relay stopped: got %+v running=%v, want offline and not running", got, running)
+		}
+	})
 }

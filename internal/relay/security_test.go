@@ -16,28 +16,19 @@ import (
 	"paradigm/internal/identity"
 	"paradigm/internal/lockfile"
 	"paradigm/internal/mux"
+	"paradigm/internal/node"
 	"paradigm/internal/proto"
 	"paradigm/internal/relay"
 )
 
-// rawHello connects to r as a playnode with key, sends hello as is and
-// returns the relay's answer, bypassing the node's own validation.
-func rawHello(t *testing.T, r *testRelay, key ssh.Signer, hello *proto.Hello) proto.Message {
+// rawHello connects to r over its transport as a playnode with the key in
+// keyFile, sends hello as is and returns the relay's answer, bypassing the
+// node's own validation.
+func rawHello(t *testing.T, r *testRelay, keyFile string, hello *proto.Hello) proto.Message {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	conn, err := net.Dial("tcp", r.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := mux.DialSSH(ctx, conn, &mux.SSHClientConfig{
-		Key:             key,
-		User:            hello.Playnode,
-		HostKeyCallback: ssh.FixedHostKey(r.HostKey()),
-	})
-	if err != nil {
-		t.Fatalf("dial relay: %v", err)
-	}
+	sess := rawDial(ctx, t, r, keyFile, hello.Playnode)
 	defer sess.Close()
 	ctrl, err := sess.OpenStream(ctx)
 	if err != nil {
@@ -53,6 +44,47 @@ func rawHello(t *testing.T, r *testRelay, key ssh.Signer, hello *proto.Hello) pr
 	return m
 }
 
+// rawDial opens an authenticated session to r over its transport.
+func rawDial(ctx context.Context, t *testing.T, r *testRelay, keyFile, user string) mux.Session {
+	t.Helper()
+	if r.transport == node.TransportQUIC {
+		key, err := identity.LoadEd25519(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pconn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, err := mux.DialQUIC(ctx, pconn, r.QUICAddr(), &mux.QUICClientConfig{
+			Key:             key,
+			User:            user,
+			HostKeyCallback: ssh.FixedHostKey(r.HostKey()),
+		})
+		if err != nil {
+			t.Fatalf("dial relay over quic: %v", err)
+		}
+		return sess
+	}
+	key, err := identity.LoadKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", r.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := mux.DialSSH(ctx, conn, &mux.SSHClientConfig{
+		Key:             key,
+		User:            user,
+		HostKeyCallback: ssh.FixedHostKey(r.HostKey()),
+	})
+	if err != nil {
+		t.Fatalf("dial relay: %v", err)
+	}
+	return sess
+}
+
 func wantRefuse(t *testing.T, m proto.Message, code proto.RefuseCode) {
 	t.Helper()
 	r, ok := m.(*proto.Refuse)
@@ -65,132 +97,141 @@ func wantRefuse(t *testing.T, m proto.Message, code proto.RefuseCode) {
 }
 
 func TestUnknownKeyRefused(t *testing.T) {
-	r := startRelay(t, relayConfig(t))
-	keyFile := filepath.Join(t.TempDir(), "stranger.key")
-	key, err := identity.GenerateKey(keyFile, "stranger")
-	if err != nil {
-		t.Fatal(err)
-	}
-	startNode(t, r.nodeConfig(t, "stranger", keyFile, "echo="+echoServer(t)))
-	fp := identity.Fingerprint(key.PublicKey())
-	waitFor(t, "two refused attempts logged with the key's fingerprint", func() bool {
-		return r.log.Count("unknown node key refused") >= 2 && r.log.Contains(fp)
+	forEachTransport(t, func(t *testing.T, tr string) {
+		r := startRelay(t, relayConfig(t), tr)
+		keyFile := filepath.Join(t.TempDir(), "stranger.key")
+		key, err := identity.GenerateKey(keyFile, "stranger")
+		if err != nil {
+			t.Fatal(err)
+		}
+		startNode(t, r.nodeConfig(t, "stranger", keyFile, "echo="+echoServer(t)))
+		fp := identity.Fingerprint(key.PublicKey())
+		waitFor(t, "two refused attempts logged with the key's fingerprint", func() bool {
+			return r.log.Count("unknown node key refused") >= 2 && r.log.Contains(fp)
+		})
+		if _, ok := r.Online("stranger"); ok {
+			t.Fatal("a node with an unknown key is online")
+		}
+		if rows, _, err := relay.List(r.cfg.DataDir); err != nil || len(rows) != 0 {
+			t.Fatalf("portaliases for an unknown key: %v, %v; want none", rows, err)
+		}
 	})
-	if _, ok := r.Online("stranger"); ok {
-		t.Fatal("a node with an unknown key is online")
-	}
-	if rows, _, err := relay.List(r.cfg.DataDir); err != nil || len(rows) != 0 {
-		t.Fatalf("portaliases for an unknown key: %v, %v; want none", rows, err)
-	}
 }
 
 // TestNameBoundToKey checks that a key authorized for one playnode cannot
 // register as another.
 func TestNameBoundToKey(t *testing.T) {
-	cfg := relayConfig(t)
-	keyFile, key := authorize(t, cfg, "dev1")
-	authorize(t, cfg, "dev2")
-	r := startRelay(t, cfg)
-	m := rawHello(t, r, key, &proto.Hello{Version: proto.Version, Playnode: "dev2", Services: []proto.Service{{Name: "ssh", Port: 22}}})
-	wantRefuse(t, m, proto.RefuseName)
+	forEachTransport(t, func(t *testing.T, tr string) {
+		cfg := relayConfig(t)
+		keyFile, _ := authorize(t, cfg, "dev1")
+		authorize(t, cfg, "dev2")
+		r := startRelay(t, cfg, tr)
+		m := rawHello(t, r, keyFile, &proto.Hello{Version: proto.Version, Playnode: "dev2", Services: []proto.Service{{Name: "ssh", Port: 22}}})
+		wantRefuse(t, m, proto.RefuseName)
 
-	n := startNode(t, r.nodeConfig(t, "dev2", keyFile, "echo="+echoServer(t)))
-	waitFor(t, "the node to be refused 5 times", func() bool { return n.log.Count("disconnected from relay") >= 5 })
-	n.stop(t)
-	if got, want := n.log.Count("disconnected from relay"), n.log.Count("relay refused: name"); got != want {
-		t.Errorf("node saw %d disconnects but only %d refusals for its name", got, want)
-	}
-	for _, name := range []string{"dev1", "dev2"} {
-		if _, ok := r.Online(name); ok {
-			t.Errorf("%s is online", name)
+		n := startNode(t, r.nodeConfig(t, "dev2", keyFile, "echo="+echoServer(t)))
+		waitFor(t, "the node to be refused 5 times", func() bool { return n.log.Count("disconnected from relay") >= 5 })
+		n.stop(t)
+		if got, want := n.log.Count("disconnected from relay"), n.log.Count("relay refused: name"); got != want {
+			t.Errorf("node saw %d disconnects but only %d refusals for its name", got, want)
 		}
-	}
+		for _, name := range []string{"dev1", "dev2"} {
+			if _, ok := r.Online(name); ok {
+				t.Errorf("%s is online", name)
+			}
+		}
+	})
 }
 
 // TestRevokedWhileConnected checks that deleting a playnode's line ends its
 // session and keeps it out, and leaves other playnodes alone.
 func TestRevokedWhileConnected(t *testing.T) {
-	cfg := relayConfig(t)
-	key1, _ := authorize(t, cfg, "dev1")
-	key2, _ := authorize(t, cfg, "dev2")
-	r := startRelay(t, cfg)
-	n1 := startNode(t, r.nodeConfig(t, "dev1", key1, "echo="+echoServer(t)))
-	startNode(t, r.nodeConfig(t, "dev2", key2, "echo="+echoServer(t)))
-	waitOnline(t, r, "dev1", 1)
-	waitOnline(t, r, "dev2", 1)
+	forEachTransport(t, func(t *testing.T, tr string) {
+		cfg := relayConfig(t)
+		key1, _ := authorize(t, cfg, "dev1")
+		key2, _ := authorize(t, cfg, "dev2")
+		r := startRelay(t, cfg, tr)
+		n1 := startNode(t, r.nodeConfig(t, "dev1", key1, "echo="+echoServer(t)))
+		startNode(t, r.nodeConfig(t, "dev2", key2, "echo="+echoServer(t)))
+		waitOnline(t, r, "dev1", 1)
+		waitOnline(t, r, "dev2", 1)
 
-	path := filepath.Join(r.cfg.DataDir, relay.AuthorizedFile)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kept []string
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		if !strings.HasPrefix(line, `playnode="dev1"`) {
-			kept = append(kept, line)
+		path := filepath.Join(r.cfg.DataDir, relay.AuthorizedFile)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if len(kept) != strings.Count(string(data), "\n") {
-		t.Fatalf("dev1's line not found in %s:\n%s", path, data)
-	}
-	if err := os.WriteFile(path, []byte(strings.Join(kept, "")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	waitOffline(t, r, "dev1")
-	waitFor(t, "the node to be told it was revoked", func() bool { return n1.log.Contains("relay refused: revoked") })
-	waitFor(t, "a reconnection attempt to be refused", func() bool { return r.log.Contains("unknown node key refused") })
-	if _, ok := r.Online("dev1"); ok {
-		t.Fatal("revoked dev1 is online again")
-	}
-	if _, ok := r.Online("dev2"); !ok {
-		t.Fatal("dev2 went offline when dev1 was revoked")
-	}
+		var kept []string
+		for _, line := range strings.SplitAfter(string(data), "\n") {
+			if !strings.HasPrefix(line, `playnode="dev1"`) {
+				kept = append(kept, line)
+			}
+		}
+		if len(kept) != strings.Count(string(data), "\n") {
+			t.Fatalf("dev1's line not found in %s:\n%s", path, data)
+		}
+		if err := os.WriteFile(path, []byte(strings.Join(kept, "")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		waitOffline(t, r, "dev1")
+		waitFor(t, "the node to be told it was revoked", func() bool { return n1.log.Contains("relay refused: revoked") })
+		waitFor(t, "a reconnection attempt to be refused", func() bool { return r.log.Contains("unknown node key refused") })
+		if _, ok := r.Online("dev1"); ok {
+			t.Fatal("revoked dev1 is online again")
+		}
+		if _, ok := r.Online("dev2"); !ok {
+			t.Fatal("dev2 went offline when dev1 was revoked")
+		}
+	})
 }
 
 func TestBadHelloRefused(t *testing.T) {
-	cfg := relayConfig(t)
-	_, key := authorize(t, cfg, "dev1")
-	r := startRelay(t, cfg)
-	many := make([]proto.Service, proto.MaxServices+1)
-	for i := range many {
-		many[i] = proto.Service{Name: fmt.Sprintf("s%d", i), Port: uint16(1000 + i)}
-	}
-	tests := []struct {
-		name     string
-		version  int
-		services []proto.Service
-		code     proto.RefuseCode
-	}{
-		{"too many services", proto.Version, many, proto.RefuseServices},
-		{"duplicate service", proto.Version, []proto.Service{{Name: "ssh", Port: 22}, {Name: "ssh", Port: 2222}}, proto.RefuseServices},
-		{"invalid service name", proto.Version, []proto.Service{{Name: "bad name", Port: 22}}, proto.RefuseServices},
-		{"service name with a slash", proto.Version, []proto.Service{{Name: "../etc", Port: 22}}, proto.RefuseServices},
-		{"no services", proto.Version, nil, proto.RefuseServices},
-		{"port 0", proto.Version, []proto.Service{{Name: "ssh", Port: 0}}, proto.RefuseServices},
-		{"other version", proto.Version + 1, []proto.Service{{Name: "ssh", Port: 22}}, proto.RefuseVersion},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			m := rawHello(t, r, key, &proto.Hello{Version: tt.version, Playnode: "dev1", Services: tt.services})
-			wantRefuse(t, m, tt.code)
-		})
-	}
-	if rows, _, err := relay.List(r.cfg.DataDir); err != nil || len(rows) != 0 {
-		t.Fatalf("portaliases after refused hellos: %v, %v; want none", rows, err)
-	}
-	// The limit itself is accepted.
-	m := rawHello(t, r, key, &proto.Hello{Version: proto.Version, Playnode: "dev1", Services: many[:proto.MaxServices]})
-	if w, ok := m.(*proto.Welcome); !ok || len(w.Portaliases) != proto.MaxServices {
-		t.Fatalf("hello with %d services: got %T %+v, want a welcome with as many portaliases", proto.MaxServices, m, m)
-	}
+	forEachTransport(t, func(t *testing.T, tr string) {
+		cfg := relayConfig(t)
+		keyFile, _ := authorize(t, cfg, "dev1")
+		r := startRelay(t, cfg, tr)
+		many := make([]proto.Service, proto.MaxServices+1)
+		for i := range many {
+			many[i] = proto.Service{Name: fmt.Sprintf("s%d", i), Port: uint16(1000 + i)}
+		}
+		tests := []struct {
+			name     string
+			version  int
+			services []proto.Service
+			code     proto.RefuseCode
+		}{
+			{"too many services", proto.Version, many, proto.RefuseServices},
+			{"duplicate service", proto.Version, []proto.Service{{Name: "ssh", Port: 22}, {Name: "ssh", Port: 2222}}, proto.RefuseServices},
+			{"invalid service name", proto.Version, []proto.Service{{Name: "bad name", Port: 22}}, proto.RefuseServices},
+			{"service name with a slash", proto.Version, []proto.Service{{Name: "../etc", Port: 22}}, proto.RefuseServices},
+			{"no services", proto.Version, nil, proto.RefuseServices},
+			{"port 0", proto.Version, []proto.Service{{Name: "ssh", Port: 0}}, proto.RefuseServices},
+			{"other version", proto.Version + 1, []proto.Service{{Name: "ssh", Port: 22}}, proto.RefuseVersion},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				m := rawHello(t, r, keyFile, &proto.Hello{Version: tt.version, Playnode: "dev1", Services: tt.services})
+				wantRefuse(t, m, tt.code)
+			})
+		}
+		if rows, _, err := relay.List(r.cfg.DataDir); err != nil || len(rows) != 0 {
+			t.Fatalf("portaliases after refused hellos: %v, %v; want none", rows, err)
+		}
+		// The limit itself is accepted.
+		m := rawHello(t, r, keyFile, &proto.Hello{Version: proto.Version, Playnode: "dev1", Services: many[:proto.MaxServices]})
+		if w, ok := m.(*proto.Welcome); !ok || len(w.Portaliases) != proto.MaxServices {
+			t.Fatalf("hello with %d services: got %T %+v, want a welcome with as many portaliases", proto.MaxServices, m, m)
+		}
+	})
 }
 
-// TestNotSSH checks that a peer speaking something else is dropped at once
-// and the relay keeps serving playnodes.
+// TestNotSSH checks that a peer speaking something else on the TCP port is
+// dropped at once and the relay keeps serving playnodes. SSH only: the
+// junk goes to the TCP port; TestNotQUIC sends it to the UDP port.
 func TestNotSSH(t *testing.T) {
 	cfg := relayConfig(t)
 	keyFile, _ := authorize(t, cfg, "dev1")
-	r := startRelay(t, cfg)
+	r := startRelay(t, cfg, node.TransportSSH)
 	for _, junk := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\x00\x01\x02\x03\x04", "SSH-1.5-old\r\n"} {
 		c, err := net.Dial("tcp", r.Addr().String())
 		if err != nil {
@@ -217,18 +258,44 @@ func TestNotSSH(t *testing.T) {
 	waitOnline(t, r, "dev1", 1)
 }
 
+// TestNotQUIC checks that datagrams that are not QUIC, or are QUIC from a
+// peer that never finishes its handshake, cost the relay nothing: it keeps
+// serving playnodes over QUIC.
+func TestNotQUIC(t *testing.T) {
+	cfg := relayConfig(t)
+	keyFile, _ := authorize(t, cfg, "dev1")
+	r := startRelay(t, cfg, node.TransportQUIC)
+	c, err := net.Dial("udp", r.QUICAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A long header Initial (version 1) with garbage after it, padded to
+	// the 1200 bytes a server demands, then short junk.
+	initial := append([]byte{0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0}, make([]byte, 1200)...)
+	for _, junk := range [][]byte{initial, []byte("GET / HTTP/1.1\r\n\r\n"), {0}, make([]byte, 1500)} {
+		if _, err := c.Write(junk); err != nil {
+			t.Fatalf("send %d junk bytes: %v", len(junk), err)
+		}
+	}
+	startNode(t, r.nodeConfig(t, "dev1", keyFile, "echo="+echoServer(t)))
+	waitOnline(t, r, "dev1", 1)
+}
+
 func TestDataFolderLocked(t *testing.T) {
-	r := startRelay(t, relayConfig(t))
-	cfg := r.cfg
-	cfg.Logger = nil
-	r2, err := relay.New(cfg)
-	if err == nil {
-		r2.Close()
-		t.Fatal("second relay.New on the same data folder succeeded")
-	}
-	if !errors.Is(err, lockfile.ErrLocked) || !strings.Contains(err.Error(), "lock") {
-		t.Fatalf("got %v, want an error about the lock", err)
-	}
+	forEachTransport(t, func(t *testing.T, tr string) {
+		r := startRelay(t, relayConfig(t), tr)
+		cfg := r.cfg
+		cfg.Logger = nil
+		r2, err := relay.New(cfg)
+		if err == nil {
+			r2.Close()
+			t.Fatal("second relay.New on the same data folder succeeded")
+		}
+		if !errors.Is(err, lockfile.ErrLocked) || !strings.Contains(err.Error(), "lock") {
+			t.Fatalf("got %v, want an error about the lock", err)
+		}
+	})
 }
 
 func TestMalformedFiles(t *testing.T) {
@@ -281,32 +348,34 @@ func TestMalformedFiles(t *testing.T) {
 // TestPortRangeExhausted checks that a full range costs only the services
 // that get no port.
 func TestPortRangeExhausted(t *testing.T) {
-	cfg := relayConfig(t)
-	for range 10 {
-		ln, err := net.Listen("tcp", portAddr(cfg.PortLow))
-		if err == nil {
-			ln.Close()
-			break
+	forEachTransport(t, func(t *testing.T, tr string) {
+		cfg := relayConfig(t)
+		for range 10 {
+			ln, err := net.Listen("tcp", portAddr(cfg.PortLow))
+			if err == nil {
+				ln.Close()
+				break
+			}
+			cfg = relayConfig(t)
 		}
-		cfg = relayConfig(t)
-	}
-	cfg.PortHigh = cfg.PortLow
-	keyFile, _ := authorize(t, cfg, "dev1")
-	_, key2 := authorize(t, cfg, "dev2")
-	r := startRelay(t, cfg)
-	startNode(t, r.nodeConfig(t, "dev1", keyFile, "first="+replyServer(t, "1"), "second="+replyServer(t, "2")))
-	ports := waitOnline(t, r, "dev1", 1)
-	if ports["first"] != cfg.PortLow {
-		t.Fatalf("got portaliases %v, want first=%d", ports, cfg.PortLow)
-	}
-	waitFor(t, "the relay to log the exhausted range", func() bool {
-		return r.log.Contains("port range exhausted") && r.log.Contains("service=second")
-	})
-	if got, err := fetch(t, cfg.PortLow); err != nil || got != "1" {
-		t.Fatalf("fetch first: got %q, %v, want %q", got, err, "1")
-	}
+		cfg.PortHigh = cfg.PortLow
+		keyFile, _ := authorize(t, cfg, "dev1")
+		key2, _ := authorize(t, cfg, "dev2")
+		r := startRelay(t, cfg, tr)
+		startNode(t, r.nodeConfig(t, "dev1", keyFile, "first="+replyServer(t, "1"), "second="+replyServer(t, "2")))
+		ports := waitOnline(t, r, "dev1", 1)
+		if ports["first"] != cfg.PortLow {
+			t.Fatalf("got portaliases %v, want first=%d", ports, cfg.PortLow)
+		}
+		waitFor(t, "the relay to log the exhausted range", func() bool {
+			return r.log.Contains("port range exhausted") && r.log.Contains("service=second")
+		})
+		if got, err := fetch(t, cfg.PortLow); err != nil || got != "1" {
+			t.Fatalf("fetch first: got %q, %v, want %q", got, err, "1")
+		}
 
-	// A playnode none of whose services gets a port is refused.
-	m := rawHello(t, r, key2, &proto.Hello{Version: proto.Version, Playnode: "dev2", Services: []proto.Service{{Name: "ssh", Port: 22}}})
-	wantRefuse(t, m, proto.RefusePorts)
+		// A playnode none of whose services gets a port is refused.
+		m := rawHello(t, r, key2, &proto.Hello{Version: proto.Version, Playnode: "dev2", Services: []proto.Service{{Name: "ssh", Port: 22}}})
+		wantRefuse(t, m, proto.RefusePorts)
+	})
 }
