@@ -53,18 +53,27 @@ func (n *Node) dial(ctx context.Context) (mux.Session, string, error) {
 		s, err := n.dialQUIC(ctx, n.cfg.HandshakeTimeout)
 		return s, TransportQUIC, err
 	case TransportAuto:
-		if n.chooser.useQUIC(time.Now()) {
-			s, err := n.dialQUIC(ctx, min(quicProbeTimeout, n.cfg.HandshakeTimeout))
-			n.chooser.result(err == nil, time.Now())
-			if err == nil {
-				return s, TransportQUIC, nil
-			}
-			if ctx.Err() != nil || errors.Is(err, ErrHostKey) {
-				return nil, TransportQUIC, err
-			}
-			n.log.Warn("quic to relay failed, falling back to ssh", "err", err, "retry_quic_in", quicRetryInterval.String())
+		if !n.chooser.useQUIC(time.Now()) {
+			s, err := n.dialSSH(ctx)
+			return s, TransportSSH, err
 		}
-		fallthrough
+		s, err := n.dialQUIC(ctx, min(quicProbeTimeout, n.cfg.HandshakeTimeout))
+		if err == nil {
+			n.chooser.result(true, time.Now())
+			return s, TransportQUIC, nil
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrHostKey) {
+			return nil, TransportQUIC, err
+		}
+		n.log.Warn("quic to relay failed, falling back to ssh", "err", err, "retry_quic_in", quicRetryInterval.String())
+		s, err = n.dialSSH(ctx)
+		if err == nil {
+			// Only SSH getting through while QUIC did not says UDP is
+			// blocked: a relay that is down, restarting or untrusted fails
+			// both, and must not keep the node off QUIC.
+			n.chooser.result(false, time.Now())
+		}
+		return s, TransportSSH, err
 	default:
 		s, err := n.dialSSH(ctx)
 		return s, TransportSSH, err
