@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,9 +166,30 @@ func TestHostKeyTrustOnFirstUse(t *testing.T) {
 	}
 }
 
-// startRelay runs a real relay with one authorized playnode "dev1" and
-// returns it with dev1's key file.
-func startRelay(t *testing.T) (*relay.Relay, string) {
+// transports are what every transport-independent test runs over.
+var transports = []string{TransportSSH, TransportQUIC}
+
+// forEachTransport runs test as a subtest per transport.
+func forEachTransport(t *testing.T, test func(t *testing.T, tr string)) {
+	t.Helper()
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { test(t, tr) })
+	}
+}
+
+// testRelay is a real relay running until the test ends.
+type testRelay struct {
+	*relay.Relay
+	cfg     relay.Config // with its addresses resolved, for a restart
+	keyFile string       // dev1's
+	log     *logBuf
+	stop    func()
+}
+
+// startRelay runs a real relay with one authorized playnode "dev1". For
+// TransportQUIC it also serves QUIC, on the UDP port of the same number as
+// its TCP port, as deployed; for TransportSSH it serves SSH only.
+func startRelay(t *testing.T, transport string) *testRelay {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "relay")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -180,15 +203,64 @@ func startRelay(t *testing.T) (*relay.Relay, string) {
 	if err := relay.Authorize(filepath.Join(dir, relay.AuthorizedFile), "dev1", key.PublicKey(), ""); err != nil {
 		t.Fatal(err)
 	}
-	log, _ := newLog(t, "relay")
 	low := uint16(30000 + time.Now().UnixNano()%30*1000)
-	r, err := relay.New(relay.Config{DataDir: dir, Listen: "127.0.0.1:0", PortLow: low, PortHigh: low + 999,
-		Keepalive: 2 * time.Second, ReloadInterval: 50 * time.Millisecond, Logger: log})
+	cfg := relay.Config{DataDir: dir, Listen: "127.0.0.1:0", PortLow: low, PortHigh: low + 999,
+		Keepalive: 2 * time.Second, ReloadInterval: 50 * time.Millisecond}
+	if transport != TransportQUIC {
+		r := runRelay(t, cfg)
+		r.keyFile = keyFile
+		return r
+	}
+	// A free TCP port, then both bound at its number; rarely another
+	// program takes it in between, and then another port is tried.
+	for range 5 {
+		cfg.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+		cfg.QUICListen = cfg.Listen
+		if r, err := newRelay(t, cfg); err == nil {
+			r.keyFile = keyFile
+			return r
+		} else if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("no port number free on both TCP and UDP in 5 tries")
+	return nil
+}
+
+// runRelay runs a relay with cfg until the test ends, failing t if it
+// cannot start.
+func runRelay(t *testing.T, cfg relay.Config) *testRelay {
+	t.Helper()
+	r, err := newRelay(t, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	runUntilCleanup(t, "relay", r.Run)
-	return r, keyFile
+	return r
+}
+
+func newRelay(t *testing.T, cfg relay.Config) (*testRelay, error) {
+	t.Helper()
+	var logs *logBuf
+	cfg.Logger, logs = newLog(t, "relay")
+	r, err := relay.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Listen = r.Addr().String()
+	if a := r.QUICAddr(); a != nil {
+		cfg.QUICListen = a.String()
+	}
+	return &testRelay{Relay: r, cfg: cfg, log: logs, stop: runUntilCleanup(t, "relay", r.Run)}, nil
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // runUntilCleanup runs run in the background and cancels it, waiting for
@@ -230,55 +302,62 @@ func startNode(t *testing.T, cfg Config) (*logBuf, func()) {
 // TestUntrustedRelay checks that a node never completes a session with a
 // relay whose host key it cannot verify, and keeps saying why.
 func TestUntrustedRelay(t *testing.T) {
-	r, keyFile := startRelay(t)
-	kh := filepath.Join(t.TempDir(), "known_hosts")
-	if err := os.WriteFile(kh, []byte("other.example "+identity.PublicLine(hostKey(t).PublicKey(), "")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name string
-		edit func(*Config)
-		want string
-	}{
-		{"wrong fingerprint", func(c *Config) { c.Fingerprint = identity.Fingerprint(hostKey(t).PublicKey()) }, "pinned fingerprint is"},
-		{"not in known_hosts", func(c *Config) { c.KnownHosts = kh }, "is not in " + kh},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{Relay: r.Addr().String(), KeyFile: keyFile, Name: "dev1", Services: []Service{{"ssh", "127.0.0.1:22"}}}
-			tt.edit(&cfg)
-			logs, stop := startNode(t, cfg)
-			waitFor(t, "two refused attempts", func() bool {
-				return strings.Count(logs.String(), ErrHostKey.Error()) >= 2 && strings.Contains(logs.String(), tt.want)
+	forEachTransport(t, func(t *testing.T, transport string) {
+		r := startRelay(t, transport)
+		kh := filepath.Join(t.TempDir(), "known_hosts")
+		if err := os.WriteFile(kh, []byte("other.example "+identity.PublicLine(hostKey(t).PublicKey(), "")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name string
+			edit func(*Config)
+			want string
+		}{
+			{"wrong fingerprint", func(c *Config) { c.Fingerprint = identity.Fingerprint(hostKey(t).PublicKey()) }, "pinned fingerprint is"},
+			{"not in known_hosts", func(c *Config) { c.KnownHosts = kh }, "is not in " + kh},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				cfg := Config{Relay: r.Addr().String(), Transport: transport, KeyFile: r.keyFile, Name: "dev1", Services: []Service{{"ssh", "127.0.0.1:22"}}}
+				tt.edit(&cfg)
+				logs, stop := startNode(t, cfg)
+				waitFor(t, "two refused attempts", func() bool {
+					return strings.Count(logs.String(), ErrHostKey.Error()) >= 2 && strings.Contains(logs.String(), tt.want)
+				})
+				stop()
+				if _, ok := r.Online("dev1"); ok || strings.Contains(logs.String(), "connected to relay") {
+					t.Fatal("the node connected to an untrusted relay")
+				}
 			})
-			stop()
-			if _, ok := r.Online("dev1"); ok || strings.Contains(logs.String(), "connected to relay") {
-				t.Fatal("the node connected to an untrusted relay")
-			}
-		})
-	}
+		}
+	})
 }
 
 // TestTrustOnFirstUseRelay connects with trust on first use, then again
 // with the recorded known_hosts file alone.
 func TestTrustOnFirstUseRelay(t *testing.T) {
-	r, keyFile := startRelay(t)
-	kh := filepath.Join(t.TempDir(), "known_hosts")
-	cfg := Config{Relay: r.Addr().String(), KnownHosts: kh, TrustOnFirstUse: true, KeyFile: keyFile, Name: "dev1",
-		Services: []Service{{"ssh", "127.0.0.1:22"}}}
-	_, stop := startNode(t, cfg)
-	waitFor(t, "dev1 online", func() bool { _, ok := r.Online("dev1"); return ok })
-	stop()
-	data, err := os.ReadFile(kh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(data), identity.PublicLine(r.HostKey(), "")) {
-		t.Fatalf("known_hosts does not hold the relay's key:\n%s", data)
-	}
-	waitFor(t, "dev1 offline", func() bool { _, ok := r.Online("dev1"); return !ok })
+	forEachTransport(t, func(t *testing.T, transport string) {
+		r := startRelay(t, transport)
+		kh := filepath.Join(t.TempDir(), "known_hosts")
+		cfg := Config{Relay: r.Addr().String(), Transport: transport, KnownHosts: kh, TrustOnFirstUse: true, KeyFile: r.keyFile, Name: "dev1",
+			Services: []Service{{"ssh", "127.0.0.1:22"}}}
+		logs, stop := startNode(t, cfg)
+		waitFor(t, "dev1 online", func() bool { _, ok := r.Online("dev1"); return ok })
+		stop()
+		if !strings.Contains(logs.String(), "transport="+transport) {
+			t.Fatalf("the node did not connect over %s", transport)
+		}
+		data, err := os.ReadFile(kh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), identity.PublicLine(r.HostKey(), "")) {
+			t.Fatalf("known_hosts does not hold the relay's key:\n%s", data)
+		}
+		waitFor(t, "dev1 offline", func() bool { _, ok := r.Online("dev1"); return !ok })
 
-	cfg.TrustOnFirstUse = false
-	startNode(t, cfg)
-	waitFor(t, "dev1 online with the recorded key", func() bool { _, ok := r.Online("dev1"); return ok })
+		cfg.TrustOnFirstUse = false
+		startNode(t, cfg)
+		waitFor(t, "dev1 online with the recorded key", func() bool { _, ok := r.Online("dev1"); return ok })
+	})
 }
