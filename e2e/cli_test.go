@@ -18,7 +18,7 @@ func TestSingleInstance(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
 	key := d.addPlaynode(t, playnode)
-	r := d.serve(t, "127.0.0.1:0")
+	r := d.serve(t, "ssh", "127.0.0.1:0")
 	service := fmt.Sprintf("echo=%d", startEcho(t))
 	first := d.runNode(t, r, playnode, key, service)
 	first.waitLog(t, 1, "node starting") // logged once the lock is held
@@ -95,7 +95,7 @@ func TestUnknownKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	fp := ssh.FingerprintSHA256(parsed)
-	r := d.serve(t, "127.0.0.1:0")
+	r := d.serve(t, "ssh", "127.0.0.1:0")
 	n := d.runNode(t, r, "intruder", key, fmt.Sprintf("echo=%d", startEcho(t)))
 
 	r.waitLog(t, 2, "unknown node key refused", "fingerprint", fp) // refused, retried, refused
@@ -118,7 +118,7 @@ func TestUnknownKey(t *testing.T) {
 func TestSecondServe(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
-	d.serve(t, "127.0.0.1:0")
+	d.serve(t, "ssh", "127.0.0.1:0")
 	res := run(t, relayBin, "serve", "--data", d.data, "--listen", "127.0.0.1:0", "--ports", d.ports)
 	if res.code == 0 || !strings.Contains(res.stderr, "lock") {
 		t.Errorf("second serve on %s: exit %d, stderr %q; want non-zero mentioning the lock", d.data, res.code, res.stderr)
@@ -129,7 +129,7 @@ func TestSecondServe(t *testing.T) {
 // serves ssh, the old one is closed.
 func TestAliasSet(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
+	f := newFleet(t, "ssh")
 	old := f.portaliases["ssh"]
 	moved := freePortIn(t, f.d.low, f.d.high, f.portaliases)
 	out := mustRun(t, relayBin, "alias", "set", "--data", f.d.data, playnode, "ssh", fmt.Sprint(moved))
@@ -183,7 +183,7 @@ func TestNodeConfigFile(t *testing.T) {
 	d := newDeployment(t)
 	const name = "kiosk-conf"
 	key := d.addPlaynode(t, name)
-	r := d.serve(t, "127.0.0.1:0")
+	r := d.serve(t, "ssh", "127.0.0.1:0")
 	echo := startEcho(t)
 	config := filepath.Join(d.dir, "node.conf")
 	text := fmt.Sprintf(`# paradigm-node settings

@@ -20,6 +20,7 @@ type deployment struct {
 	fingerprint string
 	ports       string // the relay's --ports window
 	low, high   int
+	keepalive   string // --keepalive of relay and nodes; the default when empty
 }
 
 func newDeployment(t *testing.T) *deployment {
@@ -66,27 +67,84 @@ func (d *deployment) addPlaynode(t *testing.T, name string) string {
 // relayProc is a running `paradigm-relay serve`.
 type relayProc struct {
 	*proc
-	addr string // the resolved listen address, from its log
+	addr      string // the resolved listen address, from its log
+	transport string // what nodes dial it with: "ssh", or "quic" at the same port number
 }
 
-// serve starts the relay on listen (127.0.0.1:0 for any port) and waits until
-// it logs its listen address.
-func (d *deployment) serve(t *testing.T, listen string) *relayProc {
+// serve starts the relay on listen (127.0.0.1:0 for any port) for nodes on
+// transport and waits until it logs its listen address. For "quic" it also
+// serves QUIC on the UDP port of the same number, as deployed.
+func (d *deployment) serve(t *testing.T, transport, listen string) *relayProc {
 	t.Helper()
-	p := start(t, "relay", relayBin, "--log-format", "json", "serve", "--data", d.data,
-		"--listen", listen, "--ports", d.ports, "--reload-interval", "100ms")
-	e := p.waitLog(t, 1, "relay listening")
-	r := &relayProc{proc: p, addr: e.str("addr")}
+	if transport != "quic" {
+		return d.serveOn(t, transport, listen, "")
+	}
+	if listen != "127.0.0.1:0" {
+		return d.serveOn(t, transport, listen, listen)
+	}
+	// A free TCP port, then both bound at its number; rarely another
+	// program takes one in between, and then another port is tried.
+	for range 5 {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		if r := d.serveOn(t, transport, addr, addr); r != nil {
+			return r
+		}
+	}
+	t.Fatal("relay found no port number free on both TCP and UDP in 5 tries")
+	return nil
+}
+
+// serveOn starts the relay and waits until it logs its listen address. It
+// returns nil if the relay exits because quicListen is in use.
+func (d *deployment) serveOn(t *testing.T, transport, listen, quicListen string) *relayProc {
+	t.Helper()
+	args := []string{"--log-format", "json", "serve", "--data", d.data,
+		"--listen", listen, "--ports", d.ports, "--reload-interval", "100ms"}
+	if quicListen != "" {
+		args = append(args, "--quic-listen", quicListen)
+	}
+	if d.keepalive != "" {
+		args = append(args, "--keepalive", d.keepalive)
+	}
+	p := start(t, "relay", relayBin, args...)
+	var e logEntry
+	waitUntil(t, "relay to log \"relay listening\"", func() bool {
+		if found := p.matching("relay listening"); len(found) > 0 {
+			e = found[0]
+			return true
+		}
+		if p.exited() {
+			if quicListen != "" && strings.Contains(p.stderr.String(), "address already in use") {
+				return true
+			}
+			t.Fatalf("relay exited (%v) before logging \"relay listening\"", p.err)
+		}
+		return false
+	})
+	if e == nil {
+		return nil
+	}
+	r := &relayProc{proc: p, addr: e.str("addr"), transport: transport}
 	if fp := e.str("fingerprint"); fp != d.fingerprint {
 		t.Fatalf("relay logs fingerprint %q, want %q as `fingerprint` printed", fp, d.fingerprint)
+	}
+	if quicListen != "" && e.str("quic_addr") != r.addr {
+		t.Fatalf("relay logs quic_addr %q, want %q, the same as its TCP address", e.str("quic_addr"), r.addr)
 	}
 	return r
 }
 
-// nodeArgs are the flags of `paradigm-node run` for playnode name.
+// nodeArgs are the flags of `paradigm-node run` for playnode name, dialling
+// r with r's transport.
 func (d *deployment) nodeArgs(r *relayProc, name, key string, services ...string) []string {
 	args := []string{"--log-format", "json", "run", "--relay", r.addr, "--fingerprint", d.fingerprint,
 		"--key", key, "--name", name, "--lock", filepath.Join(d.dir, name+".lock"), "--backoff-max", "1s"}
+	if r.transport != "" {
+		args = append(args, "--transport", r.transport)
+	}
+	if d.keepalive != "" {
+		args = append(args, "--keepalive", d.keepalive)
+	}
 	for _, s := range services {
 		args = append(args, "--service", s)
 	}

@@ -19,6 +19,9 @@ import (
 
 const playnode = "kiosk-01"
 
+// transports are what the operator's flows run over, each as a subtest.
+var transports = []string{"ssh", "quic"}
+
 // fleet is a relay with one playnode online exposing sshd (ssh) and an echo
 // service (echo), all set up through the CLI.
 type fleet struct {
@@ -31,12 +34,16 @@ type fleet struct {
 	portaliases map[string]uint16 // from the relay's "playnode connected" line
 }
 
-func newFleet(t *testing.T) *fleet {
+// newFleet sets the fleet up with its node on transport.
+func newFleet(t *testing.T, transport string) *fleet {
 	t.Helper()
 	f := &fleet{sshd: startSSHD(t), d: newDeployment(t)}
+	// A killed peer is noticed over TCP by its kernel's reset, over QUIC
+	// only by silence (2.25 keepalives): keep that to seconds.
+	f.d.keepalive = "2s"
 	f.services = []string{fmt.Sprintf("ssh=%d", f.sshd.port), fmt.Sprintf("echo=127.0.0.1:%d", startEcho(t))}
 	f.key = f.d.addPlaynode(t, playnode)
-	f.relay = f.d.serve(t, "127.0.0.1:0")
+	f.relay = f.d.serve(t, transport, "127.0.0.1:0")
 	f.node = f.d.runNode(t, f.relay, playnode, f.key, f.services...)
 	f.portaliases = f.waitOnline(t, f.relay, 1)
 	for service, port := range f.portaliases {
@@ -49,12 +56,16 @@ func newFleet(t *testing.T) *fleet {
 
 // waitOnline waits for relay's n-th "playnode connected" line, for the echo
 // service to answer through its portalias and for ls to show every service
-// online, and returns the portaliases the line gave. The relay logs the line
+// online, and returns the portaliases the line gave. The line must name
+// the relay's transport. The relay logs the line
 // just before it registers the session, and ls may show a killed relay's
 // stale status for a moment, so the echo is what proves the session is up.
 func (f *fleet) waitOnline(t *testing.T, relay *relayProc, n int) map[string]uint16 {
 	t.Helper()
 	e := relay.waitLog(t, n, "playnode connected", "playnode", playnode)
+	if got := e.str("transport"); got != relay.transport {
+		t.Fatalf("relay logs playnode connected over %q, want %q", got, relay.transport)
+	}
 	got := map[string]uint16{"ssh": e.port(t, "ssh"), "echo": e.port(t, "echo")}
 	waitUntil(t, "echo through its portalias", func() bool { return tryEcho(got["echo"]) == nil })
 	for _, service := range []string{"ssh", "echo"} {
@@ -76,22 +87,27 @@ func (f *fleet) works(t *testing.T) {
 // authorize the .pub, serve, run the node, ls, and ssh through the portalias.
 func TestOperatorFlow(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
-	rows := f.d.ls(t)
-	if len(rows) != 2 {
-		t.Fatalf("ls --json lists %+v, want the 2 services of %s", rows, playnode)
+	for _, transport := range transports {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, transport)
+			rows := f.d.ls(t)
+			if len(rows) != 2 {
+				t.Fatalf("ls --json lists %+v, want the 2 services of %s", rows, playnode)
+			}
+			for _, row := range rows {
+				if row.Playnode != playnode || !row.Online || row.Portalias != f.portaliases[row.Service] {
+					t.Errorf("ls --json row %+v, want playnode %s online at portalias %d", row, playnode, f.portaliases[row.Service])
+				}
+			}
+			text := mustRun(t, relayBin, "ls", "--data", f.d.data)
+			if want := fmt.Sprint(f.portaliases["ssh"]); !strings.Contains(text, playnode) || !strings.Contains(text, want) {
+				t.Errorf("ls printed\n%s\nwant a line for %s with portalias %s", text, playnode, want)
+			}
+			f.works(t)
+			t.Run("bulk", func(t *testing.T) { bulkTransfer(t, f.sshd, f.portaliases["ssh"]) })
+		})
 	}
-	for _, row := range rows {
-		if row.Playnode != playnode || !row.Online || row.Portalias != f.portaliases[row.Service] {
-			t.Errorf("ls --json row %+v, want playnode %s online at portalias %d", row, playnode, f.portaliases[row.Service])
-		}
-	}
-	text := mustRun(t, relayBin, "ls", "--data", f.d.data)
-	if want := fmt.Sprint(f.portaliases["ssh"]); !strings.Contains(text, playnode) || !strings.Contains(text, want) {
-		t.Errorf("ls printed\n%s\nwant a line for %s with portalias %s", text, playnode, want)
-	}
-	f.works(t)
-	t.Run("bulk", func(t *testing.T) { bulkTransfer(t, f.sshd, f.portaliases["ssh"]) })
 }
 
 // bulkTransfer sends 16 MiB each way through ssh and the portalias and
@@ -140,33 +156,38 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // keeps every portalias.
 func TestRelayRestart(t *testing.T) {
 	t.Parallel()
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-		t.Run(sig.String(), func(t *testing.T) {
+	for _, transport := range transports {
+		t.Run(transport, func(t *testing.T) {
 			t.Parallel()
-			f := newFleet(t)
-			f.works(t)
-			err := f.relay.stop(t, sig)
-			if sig == syscall.SIGTERM && err != nil {
-				t.Errorf("relay on SIGTERM: %v, want exit 0", err)
-			}
-			var exit *exec.ExitError
-			if sig == syscall.SIGKILL && !errors.As(err, &exit) {
-				t.Errorf("relay on SIGKILL: %v, want killed", err)
-			}
-			if rows := f.d.ls(t); len(rows) == 0 || rows[0].Online {
-				t.Errorf("ls with the relay stopped: %+v, want every playnode offline", rows)
-			}
+			for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+				t.Run(sig.String(), func(t *testing.T) {
+					t.Parallel()
+					f := newFleet(t, transport)
+					f.works(t)
+					err := f.relay.stop(t, sig)
+					if sig == syscall.SIGTERM && err != nil {
+						t.Errorf("relay on SIGTERM: %v, want exit 0", err)
+					}
+					var exit *exec.ExitError
+					if sig == syscall.SIGKILL && !errors.As(err, &exit) {
+						t.Errorf("relay on SIGKILL: %v, want killed", err)
+					}
+					if rows := f.d.ls(t); len(rows) == 0 || rows[0].Online {
+						t.Errorf("ls with the relay stopped: %+v, want every playnode offline", rows)
+					}
 
-			f.relay = f.d.serve(t, f.relay.addr)
-			before := f.portaliases
-			f.portaliases = f.waitOnline(t, f.relay, 1)
-			if !maps.Equal(f.portaliases, before) {
-				t.Fatalf("portaliases after relay restart: %v, want %v", f.portaliases, before)
+					f.relay = f.d.serve(t, transport, f.relay.addr)
+					before := f.portaliases
+					f.portaliases = f.waitOnline(t, f.relay, 1)
+					if !maps.Equal(f.portaliases, before) {
+						t.Fatalf("portaliases after relay restart: %v, want %v", f.portaliases, before)
+					}
+					if f.node.exited() {
+						t.Fatalf("node exited (%v), want it to reconnect by itself", f.node.err)
+					}
+					f.works(t)
+				})
 			}
-			if f.node.exited() {
-				t.Fatalf("node exited (%v), want it to reconnect by itself", f.node.err)
-			}
-			f.works(t)
 		})
 	}
 }
@@ -175,17 +196,22 @@ func TestRelayRestart(t *testing.T) {
 // portaliases do not change.
 func TestNodeRestart(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
-	f.works(t)
-	f.node.stop(t, syscall.SIGKILL)
-	f.relay.waitLog(t, 1, "playnode disconnected", "playnode", playnode)
-	f.d.waitLs(t, playnode, "ssh", false)
+	for _, transport := range transports {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, transport)
+			f.works(t)
+			f.node.stop(t, syscall.SIGKILL)
+			f.relay.waitLog(t, 1, "playnode disconnected", "playnode", playnode)
+			f.d.waitLs(t, playnode, "ssh", false)
 
-	f.node = f.d.runNode(t, f.relay, playnode, f.key, f.services...)
-	before := f.portaliases
-	f.portaliases = f.waitOnline(t, f.relay, 2)
-	if !maps.Equal(f.portaliases, before) {
-		t.Fatalf("portaliases after node restart: %v, want %v", f.portaliases, before)
+			f.node = f.d.runNode(t, f.relay, playnode, f.key, f.services...)
+			before := f.portaliases
+			f.portaliases = f.waitOnline(t, f.relay, 2)
+			if !maps.Equal(f.portaliases, before) {
+				t.Fatalf("portaliases after node restart: %v, want %v", f.portaliases, before)
+			}
+			f.works(t)
+		})
 	}
-	f.works(t)
 }
