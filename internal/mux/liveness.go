@@ -36,11 +36,22 @@ const (
 	requestQuietRatio = 1
 )
 
+// monoBase anchors liveness readings to the monotonic clock: they are
+// stored as nanoseconds since monoBase, measured with time.Time's
+// monotonic reading, so that setting the system clock (NTP stepping it, a
+// board without RTC that boots in 1970) neither expires healthy sessions
+// nor keeps dead ones. UnixNano, being wall clock, did both.
+var monoBase = time.Now()
+
+// monoNanos is t (a reading of time.Now or of a Ticker) as nanoseconds since
+// monoBase on the monotonic clock; never 0, so that 0 can mean "none".
+func monoNanos(t time.Time) int64 { return max(int64(t.Sub(monoBase)), 1) }
+
 // activityConn records when bytes last arrived from the peer.
 type activityConn struct {
 	net.Conn
 	raw      syscall.Conn // the TCP socket under Conn, for TCP_INFO; nil if none
-	lastRead atomic.Int64 // UnixNano
+	lastRead atomic.Int64 // monoNanos
 }
 
 // newActivityConn wraps c; raw is the connection the caller handed in
@@ -50,21 +61,21 @@ func newActivityConn(c, raw net.Conn) *activityConn {
 	if sc, ok := raw.(syscall.Conn); ok {
 		a.raw = sc
 	}
-	a.lastRead.Store(time.Now().UnixNano())
+	a.lastRead.Store(monoNanos(time.Now()))
 	return a
 }
 
 func (c *activityConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
-		c.lastRead.Store(time.Now().UnixNano())
+		c.lastRead.Store(monoNanos(time.Now()))
 	}
 	return n, err
 }
 
 // quietFor is how long nothing has arrived.
 func (c *activityConn) quietFor(now time.Time) time.Duration {
-	return now.Sub(time.Unix(0, c.lastRead.Load()))
+	return time.Duration(monoNanos(now) - c.lastRead.Load())
 }
 
 // acksFlowing reports whether the kernel received a TCP acknowledgement
@@ -83,14 +94,14 @@ func (c *activityConn) acksFlowing(d time.Duration) bool {
 func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, done <-chan struct{}, dead func()) {
 	t := time.NewTicker(keepalive / livenessTicks)
 	defer t.Stop()
-	var sentAt atomic.Int64 // UnixNano of the request in flight, 0 if none
+	var sentAt atomic.Int64 // monoNanos of the request in flight, 0 if none
 	for {
 		select {
 		case <-done:
 			return
 		case now := <-t.C:
 			quiet := ac.quietFor(now)
-			if s := sentAt.Load(); s != 0 && now.Sub(time.Unix(0, s)) >= unansweredFactor*keepalive {
+			if s := sentAt.Load(); s != 0 && time.Duration(monoNanos(now)-s) >= unansweredFactor*keepalive {
 				dead()
 				return
 			}
@@ -98,7 +109,7 @@ func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, don
 				dead()
 				return
 			}
-			if quiet >= requestQuietRatio*keepalive && sentAt.CompareAndSwap(0, now.UnixNano()) {
+			if quiet >= requestQuietRatio*keepalive && sentAt.CompareAndSwap(0, monoNanos(now)) {
 				go func() {
 					conn.SendRequest(requestKeepalive, true, nil)
 					sentAt.Store(0)
