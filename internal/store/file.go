@@ -60,6 +60,7 @@ func (f *File) Update(fn func(*Table) error) (*Table, error) {
 		return nil, fmt.Errorf("update portaliases: %w", err)
 	}
 	defer lock.Release()
+	f.removeStaleTemps()
 
 	t, err := f.Load()
 	if err != nil {
@@ -76,6 +77,17 @@ func (f *File) Update(fn func(*Table) error) (*Table, error) {
 	}
 	t.changed = false
 	return t, nil
+}
+
+// removeStaleTemps deletes temporary files that writers killed mid-write
+// (kill -9, power loss) left next to Path; each is a whole copy of the
+// table and nothing else would ever remove them. Only a writer holding the
+// lock may call it: no other write can be in progress.
+func (f *File) removeStaleTemps() {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(f.Path), "."+filepath.Base(f.Path)+".tmp-*"))
+	for _, p := range stale {
+		os.Remove(p)
+	}
 }
 
 // write replaces the file with t atomically.
