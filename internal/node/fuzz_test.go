@@ -1,0 +1,81 @@
+package node
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"paradigm/internal/proto"
+)
+
+// FuzzReadConfigFile feeds the node config reader arbitrary files, and
+// every service value in them to ParseService: neither may panic, and what
+// they accept must be well formed.
+func FuzzReadConfigFile(f *testing.F) {
+	for _, s := range []string{
+		"",
+		"relay = relay.example.com:4422\nfingerprint = SHA256:abc\nkey = /etc/paradigm/node.key\nservice = ssh=22\nservice = mpd=127.0.0.1:6600\n",
+		"# comment\n\n  name = \"signage 042\"  \n",
+		"no equals sign\n",
+		"= value\n",
+		"service = web=[::1]:8080\n",
+		"service = x=host:\n",
+		strings.Repeat("k=v", 30000),
+		"\x00=\xff\n",
+	} {
+		f.Add([]byte(s))
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "node.conf")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		settings, err := ReadConfigFile(path)
+		if err != nil {
+			if !strings.Contains(err.Error(), path) {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		last := 0
+		for _, s := range settings {
+			if s.Key == "" || strings.Contains(s.Key, "=") || s.Line <= last {
+				t.Fatalf("bad setting %+v after line %d", s, last)
+			}
+			last = s.Line
+			checkService(t, s.Value)
+		}
+	})
+}
+
+// FuzzParseService checks ParseService alone, on short inputs.
+func FuzzParseService(f *testing.F) {
+	for _, s := range []string{"ssh=22", "mpd=127.0.0.1:6600", "web=[::1]:8080", "x=0", "x=65536", "=22", "a=b=c", "x=:22", "x=host:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { checkService(t, s) })
+}
+
+// checkService: an accepted service has a valid name and a dialable
+// HOST:PORT with a port in 1-65535.
+func checkService(t *testing.T, s string) {
+	t.Helper()
+	svc, err := ParseService(s)
+	if err != nil {
+		return
+	}
+	if err := proto.ValidateName("service", svc.Name); err != nil {
+		t.Fatalf("ParseService(%q) accepted name %q: %v", s, svc.Name, err)
+	}
+	host, port, err := net.SplitHostPort(svc.Addr)
+	if err != nil || host == "" {
+		t.Fatalf("ParseService(%q): address %q does not split: %v", s, svc.Addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		t.Fatalf("ParseService(%q): port %q", s, port)
+	}
+}
