@@ -178,17 +178,25 @@ func TestFaultCutStreamEndsWithError(t *testing.T) {
 	r := faultStartRelay(t, cfg)
 	p := faultProxy(t, r.Addr().String())
 	serviceErr := make(chan error, 1)
-	// An endless download; the service reads to learn how its connection ended.
+	// An endless download. A reset is reported once, to whichever call
+	// meets it first: the writer usually gets ECONNRESET or EPIPE and the
+	// reader then sees EOF, so the service's verdict is the first
+	// non-EOF error of either.
 	service := faultServe(t, func(c *net.TCPConn) {
+		writeErr := make(chan error, 1)
 		go func() {
 			buf := make([]byte, 32<<10)
 			for {
 				if _, err := c.Write(buf); err != nil {
+					writeErr <- err
 					return
 				}
 			}
 		}()
 		_, err := c.Read(make([]byte, 1))
+		if err == nil || errors.Is(err, io.EOF) {
+			err = <-writeErr
+		}
 		serviceErr <- err
 	})
 	faultStartNode(t, r, p.Addr(), "p1", keys["p1"], service, slog.LevelInfo, nil)
