@@ -151,6 +151,9 @@ func (r *Relay) syncListeners(t *store.Table) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.table = t
+	if r.closing {
+		return
+	}
 	want := map[uint16]bool{}
 	for _, a := range t.All() {
 		want[a.Portalias] = true
@@ -182,8 +185,15 @@ func (r *Relay) syncListeners(t *store.Table) {
 	}
 }
 
-// adoptListener starts serving ln as the portalias of a. Callers hold r.mu.
+// adoptListener starts serving ln as the portalias of a, or closes it when
+// the relay is shutting down. Callers hold r.mu.
 func (r *Relay) adoptListener(port uint16, ln net.Listener, a store.Assignment) {
+	if r.closing {
+		// A handshake or reload that raced shutdown: its listener would
+		// outlive the relay.
+		ln.Close()
+		return
+	}
 	l := &portListener{port: port, ln: ln, playnode: a.Playnode, service: a.Service}
 	r.listeners[port] = l
 	r.wg.Add(1)

@@ -42,6 +42,7 @@ type Relay struct {
 	sessions   map[string]*nodeSession // online playnodes by name
 	listeners  map[uint16]*portListener
 	bindFailed map[uint16]bool // portaliases whose port was busy, logged once
+	closing    bool            // shutdown began: bind nothing more
 	status     *statusBook
 }
 
@@ -236,6 +237,7 @@ func (r *Relay) acceptNodes(ctx context.Context) error {
 // waits for every goroutine.
 func (r *Relay) shutdown() {
 	r.mu.Lock()
+	r.closing = true
 	sessions := make([]*nodeSession, 0, len(r.sessions))
 	for _, s := range r.sessions {
 		sessions = append(sessions, s)
@@ -274,6 +276,7 @@ func (r *Relay) Close() error {
 		l.close()
 		delete(r.listeners, port)
 	}
+	r.closing = true
 	r.mu.Unlock()
 	r.wg.Wait()
 	return r.lock.Release()
