@@ -2,16 +2,15 @@ package mux
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/cpu"
 )
 
-// ChannelType is the one SSH channel a node opens; yamux runs inside it.
+// ChannelType is the SSH channel type yamux runs in: the node opens the
+// first, the relay may open more (lanes, sshsession.go).
 const ChannelType = "paradigm-mux@v1"
 
 const (
@@ -67,55 +66,58 @@ func setTCPKeepalive(conn net.Conn, interval time.Duration) {
 // connection (and so the TCP connection), not just the channel: yamux's
 // death must end the transport, and closing the connection also unblocks a
 // channel Write waiting for window. Writes join each yamux data frame's
-// header with its body (frameWriter).
+// header with its body (frameWriter). onClose runs first, to record which
+// lane ended the session.
 type channelConn struct {
 	ssh.Channel
-	conn ssh.Conn
-	w    frameWriter
+	conn    ssh.Conn
+	w       frameWriter
+	onClose func()
 }
 
-func newChannelConn(ch ssh.Channel, conn ssh.Conn) *channelConn {
-	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch}}
+func newChannelConn(ch ssh.Channel, conn ssh.Conn, onClose func()) *channelConn {
+	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch}, onClose: onClose}
 }
 
 func (c *channelConn) Write(b []byte) (int, error) { return c.w.Write(b) }
-func (c *channelConn) Close() error                { return c.conn.Close() }
-func (c *channelConn) LocalAddr() net.Addr         { return c.conn.LocalAddr() }
-func (c *channelConn) RemoteAddr() net.Addr        { return c.conn.RemoteAddr() }
 
-// rejectChannels refuses every channel the peer opens for the life of the
-// connection; reason says what is allowed instead.
-func rejectChannels(chans <-chan ssh.NewChannel, reason string) {
-	for nc := range chans {
-		nc.Reject(ssh.Prohibited, reason)
-	}
+func (c *channelConn) Close() error {
+	c.onClose()
+	return c.conn.Close()
 }
 
-// serveGlobalRequests refuses global requests ("tcpip-forward", ...) and
-// answers OpenSSH-style keepalives.
-func serveGlobalRequests(reqs <-chan *ssh.Request) {
-	for req := range reqs {
-		if req.WantReply {
-			req.Reply(req.Type == requestKeepalive, nil)
+func (c *channelConn) LocalAddr() net.Addr  { return c.conn.LocalAddr() }
+func (c *channelConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// serveConn answers, in one goroutine for the life of the connection,
+// everything outside the mux channels' data: global requests (keepalives
+// answered, the rest refused), requests on the first mux channel (refused)
+// and channels the peer opens (newChannel accepts or rejects them).
+func serveConn(reqs <-chan *ssh.Request, chans <-chan ssh.NewChannel, chReqs <-chan *ssh.Request, newChannel func(ssh.NewChannel)) {
+	for reqs != nil || chans != nil || chReqs != nil {
+		select {
+		case req, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			if req.WantReply {
+				req.Reply(req.Type == requestKeepalive, nil)
+			}
+		case req, ok := <-chReqs:
+			if !ok {
+				chReqs = nil
+				continue
+			}
+			if req.WantReply {
+				req.Reply(false, nil)
+			}
+		case nc, ok := <-chans:
+			if !ok {
+				chans = nil
+				continue
+			}
+			newChannel(nc)
 		}
 	}
-}
-
-// newSSHSession starts yamux on the accepted or opened mux channel. wg
-// tracks the goroutines serving the SSH connection; the session waits for
-// them in Close.
-//
-// ac is the connection under conn, for the liveness watchdog.
-func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, chReqs <-chan *ssh.Request, server bool, opts Options, wg *sync.WaitGroup) (Session, error) {
-	wg.Go(func() { ssh.DiscardRequests(chReqs) })
-	s, err := newYamuxSession(newChannelConn(ch, conn), server, opts, wg.Wait)
-	if err != nil {
-		conn.Close()
-		wg.Wait()
-		return nil, fmt.Errorf("start session: %w", err)
-	}
-	s.wg.Go(func() {
-		watchLiveness(conn, ac, opts.Keepalive, s.done, func() { s.kill(ErrKeepaliveTimeout) })
-	})
-	return s, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -74,24 +75,34 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 	if err != nil {
 		return fail("ssh handshake", err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { serveGlobalRequests(reqs) }) // answers the relay's keepalives
-	wg.Go(func() { rejectChannels(chans, "a playnode accepts no channels") })
-	abort := func(step string, err error) (Session, error) {
-		cc.Close()
-		wg.Wait()
-		return fail(step, err)
-	}
+	// The relay sends nothing before it answers the channel open.
 	ch, chReqs, err := cc.OpenChannel(ChannelType, nil)
 	if err != nil {
-		return abort("open mux channel", err)
+		cc.Close()
+		return fail("open mux channel", err)
 	}
+	// The session is set before the relay can open another mux channel:
+	// it does so only for a stream, after the control stream's hello.
+	var sess atomic.Pointer[sshSession]
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		serveConn(reqs, chans, chReqs, func(nc ssh.NewChannel) {
+			if s := sess.Load(); s != nil && nc.ChannelType() == ChannelType {
+				s.acceptLane(nc)
+				return
+			}
+			nc.Reject(ssh.Prohibited, "a playnode accepts only "+ChannelType+" channels")
+		})
+	})
 	if err := handshakeDone(); err != nil {
-		return abort("ssh handshake", err)
+		cc.Close()
+		wg.Wait()
+		return fail("ssh handshake", err)
 	}
-	s, err := newSSHSession(cc, ac, ch, chReqs, false, opts, &wg)
+	s, err := newSSHSession(cc, ac, ch, false, opts, &wg)
 	if err != nil {
 		return nil, fmt.Errorf("dial ssh relay %s: %w", addr, err)
 	}
+	sess.Store(s)
 	return s, nil
 }

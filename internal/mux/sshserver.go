@@ -43,9 +43,10 @@ type SSHServerConfig struct {
 const maxKeysPerConn = 16
 
 // AcceptSSH runs the relay side on an accepted TCP conn: SSH handshake under
-// HandshakeTimeout, public-key authentication only, then exactly one
-// ChannelType channel. Other channel types and a second mux channel are
-// rejected with ssh.Prohibited, global requests are refused except
+// HandshakeTimeout, public-key authentication only, then one ChannelType
+// channel from the node (more mux channels are the relay's to open, see
+// sshSession). Other channel types and a second mux channel from the node
+// are rejected with ssh.Prohibited, global requests are refused except
 // keepalive@openssh.com. On error conn is closed and the error says which
 // step failed; a non-SSH peer matches ErrNotSSH, a timeout
 // os.ErrDeadlineExceeded, a refused key wraps Authorize's error.
@@ -108,23 +109,23 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		}
 		return fail("ssh handshake", err)
 	}
+	ch, chReqs, err := acceptMuxChannel(sc, chans, reqs)
+	if err != nil {
+		sc.Close()
+		return fail("wait for mux channel", err)
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { serveGlobalRequests(reqs) })
-	abort := func(step string, err error) (Session, Peer, error) {
+	wg.Go(func() {
+		serveConn(reqs, chans, chReqs, func(nc ssh.NewChannel) {
+			nc.Reject(ssh.Prohibited, "one "+ChannelType+" channel per connection")
+		})
+	})
+	if err := handshakeDone(); err != nil {
 		sc.Close()
 		wg.Wait()
-		return fail(step, err)
+		return fail("ssh handshake", err)
 	}
-
-	ch, chReqs, err := acceptMuxChannel(sc, chans)
-	if err != nil {
-		return abort("wait for mux channel", err)
-	}
-	wg.Go(func() { rejectChannels(chans, "one "+ChannelType+" channel per connection") })
-	if err := handshakeDone(); err != nil {
-		return abort("ssh handshake", err)
-	}
-	s, err := newSSHSession(sc, ac, ch, chReqs, true, opts, &wg)
+	s, err := newSSHSession(sc, ac, ch, true, opts, &wg)
 	if err != nil {
 		return nil, Peer{}, fmt.Errorf("accept ssh from %s: %w", remote, err)
 	}
@@ -136,20 +137,34 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 	return s, Peer{Playnode: res.playnode, Key: res.key, ClientVersion: string(sc.ClientVersion()), Remote: remote}, nil
 }
 
-// acceptMuxChannel waits for the mux channel, rejecting any other type.
-func acceptMuxChannel(sc *ssh.ServerConn, chans <-chan ssh.NewChannel) (ssh.Channel, <-chan *ssh.Request, error) {
-	for nc := range chans {
-		if nc.ChannelType() != ChannelType {
-			nc.Reject(ssh.Prohibited, "only "+ChannelType+" channels are allowed")
-			continue
+// acceptMuxChannel waits for the mux channel, rejecting any other type and
+// answering global requests meanwhile.
+func acceptMuxChannel(sc *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) (ssh.Channel, <-chan *ssh.Request, error) {
+	for {
+		select {
+		case req, ok := <-reqs:
+			if !ok {
+				reqs = nil // chans closes too
+				continue
+			}
+			if req.WantReply {
+				req.Reply(req.Type == requestKeepalive, nil)
+			}
+		case nc, ok := <-chans:
+			if !ok {
+				return nil, nil, fmt.Errorf("connection ended: %w", sc.Wait())
+			}
+			if nc.ChannelType() != ChannelType {
+				nc.Reject(ssh.Prohibited, "only "+ChannelType+" channels are allowed")
+				continue
+			}
+			ch, chReqs, err := nc.Accept()
+			if err != nil {
+				return nil, nil, fmt.Errorf("accept channel: %w", err)
+			}
+			return ch, chReqs, nil
 		}
-		ch, chReqs, err := nc.Accept()
-		if err != nil {
-			return nil, nil, fmt.Errorf("accept channel: %w", err)
-		}
-		return ch, chReqs, nil
 	}
-	return nil, nil, fmt.Errorf("connection ended: %w", sc.Wait())
 }
 
 type authResultKey struct{}
