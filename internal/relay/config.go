@@ -22,6 +22,10 @@ const (
 	DefaultBind    = "127.0.0.1"
 	DefaultLowPort = 20000
 	DefaultHiPort  = 29999
+
+	DefaultMaxUnauthPerAddress    = 16
+	DefaultMaxStreamsPerNode      = 1024
+	DefaultMaxStreamsPerPortalias = 256
 )
 
 // Config is everything Run needs; cmd/relay fills it from flags.
@@ -45,6 +49,19 @@ type Config struct {
 	// MaxHandshakes bounds handshakes in progress at once, so a storm of
 	// reconnecting playnodes (or a scanner) cannot starve live sessions.
 	MaxHandshakes int
+	// MaxUnauthPerAddress bounds the connections from one source address
+	// that have not authenticated yet, so that one scanner or attacker
+	// cannot hold every MaxHandshakes slot; excess connections are closed
+	// at once. Playnodes behind one NAT share an address: after a relay
+	// restart the excess of them retry after their backoff. Default 16.
+	MaxUnauthPerAddress int
+	// MaxStreamsPerNode bounds the connections forwarded to one playnode at
+	// once, over all its portaliases; excess connections are closed at
+	// once. Default 1024.
+	MaxStreamsPerNode int
+	// MaxStreamsPerPortalias bounds the connections forwarded through one
+	// portalias at once. Default 256.
+	MaxStreamsPerPortalias int
 	// ReloadInterval is how often the relay looks for changes to the
 	// authorized-nodes and portalias files and retries unbound portaliases.
 	ReloadInterval time.Duration
@@ -82,6 +99,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 128
+	}
+	if c.MaxUnauthPerAddress <= 0 {
+		c.MaxUnauthPerAddress = DefaultMaxUnauthPerAddress
+	}
+	if c.MaxStreamsPerNode <= 0 {
+		c.MaxStreamsPerNode = DefaultMaxStreamsPerNode
+	}
+	if c.MaxStreamsPerPortalias <= 0 {
+		c.MaxStreamsPerPortalias = DefaultMaxStreamsPerPortalias
 	}
 	if c.ReloadInterval <= 0 {
 		c.ReloadInterval = 2 * time.Second

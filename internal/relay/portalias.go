@@ -20,8 +20,9 @@ import (
 // offline, so nothing else takes the port; connections to it then close at
 // once.
 type portListener struct {
-	port uint16
-	ln   net.Listener
+	port    uint16
+	ln      net.Listener
+	streams streamLimit // connections forwarded at once
 
 	mu       sync.Mutex
 	playnode string
@@ -225,9 +226,15 @@ func (r *Relay) servePortalias(l *portListener) {
 			c.Close()
 			continue
 		}
+		if !r.admit(l, s, c) {
+			c.Close()
+			continue
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			defer l.streams.release()
+			defer s.streams.release()
 			r.forward(s, service, c.(*net.TCPConn))
 		}()
 	}

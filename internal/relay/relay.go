@@ -31,6 +31,7 @@ type Relay struct {
 	ctx     context.Context   // cancelled when Run returns
 	wg      sync.WaitGroup    // every goroutine the relay starts
 	hsSlots chan struct{}     // bounds handshakes in progress
+	unauth  unauthCounter     // connections not yet authenticated, by source address
 
 	authStamp, storeStamp fileStamp // the file versions load read
 
@@ -225,10 +226,18 @@ func (r *Relay) acceptNodes(ctx context.Context) error {
 			continue
 		}
 		delay = 0
+		src, ok := r.unauth.acquire(conn.RemoteAddr(), r.cfg.MaxUnauthPerAddress)
+		if !ok {
+			if src.IsValid() {
+				r.log.Warn("too many unauthenticated connections from one address, closed", "remote", conn.RemoteAddr().String(), "limit", r.cfg.MaxUnauthPerAddress)
+			}
+			conn.Close()
+			continue
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.serveNode(ctx, conn)
+			r.serveNode(ctx, conn, func() { r.unauth.release(src) })
 		}()
 	}
 }

@@ -32,16 +32,19 @@ type nodeSession struct {
 	lastSent []proto.Portalias // the portaliases in the last Welcome
 	endOnce  sync.Once
 	ended    atomic.Pointer[proto.Refuse] // why the relay ended it, if it did
+	streams  streamLimit                  // connections forwarded at once, all portaliases
 }
 
 var refuseShutdown = &proto.Refuse{Code: proto.RefuseShutdown, Reason: "relay is shutting down"}
 
 func validPlaynode(name string) error { return proto.ValidateName("playnode", name) }
 
-// serveNode runs one playnode SSH connection from handshake to disconnect.
-func (r *Relay) serveNode(ctx context.Context, conn net.Conn) {
+// serveNode runs one playnode SSH connection from handshake to disconnect;
+// authenticated is called once the handshake is over, whatever its outcome.
+func (r *Relay) serveNode(ctx context.Context, conn net.Conn, authenticated func()) {
 	log := r.log.With("remote", conn.RemoteAddr().String(), "transport", "ssh")
 	ms, peer, err := r.acceptSSH(ctx, conn)
+	authenticated()
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Warn("playnode handshake failed", "err", err)
