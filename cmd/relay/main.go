@@ -88,6 +88,9 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_RELAY_KEEPALIVE"}},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: 15 * time.Second, Usage: "bound on SSH handshake, authentication and hello", EnvVars: []string{"PARADIGM_RELAY_HANDSHAKE_TIMEOUT"}},
 			&cli.IntFlag{Name: "max-handshakes", Value: 128, Usage: "handshakes in progress at once", EnvVars: []string{"PARADIGM_RELAY_MAX_HANDSHAKES"}},
+			&cli.IntFlag{Name: "max-unauth-per-address", Value: relay.DefaultMaxUnauthPerAddress, Usage: "connections from one source address that have not authenticated yet; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_UNAUTH_PER_ADDRESS"}},
+			&cli.IntFlag{Name: "max-streams-per-node", Value: relay.DefaultMaxStreamsPerNode, Usage: "connections forwarded to one playnode at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_NODE"}},
+			&cli.IntFlag{Name: "max-streams-per-portalias", Value: relay.DefaultMaxStreamsPerPortalias, Usage: "connections forwarded through one portalias at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_PORTALIAS"}},
 			&cli.DurationFlag{Name: "reload-interval", Value: 2 * time.Second, Usage: "how often edits to authorized_nodes and portaliases are picked up", EnvVars: []string{"PARADIGM_RELAY_RELOAD_INTERVAL"}},
 		},
 		Action: func(c *cli.Context) error {
@@ -114,6 +117,10 @@ func serveCommand() *cli.Command {
 				MaxHandshakes:    c.Int("max-handshakes"),
 				ReloadInterval:   c.Duration("reload-interval"),
 				Logger:           log,
+
+				MaxUnauthPerAddress:    c.Int("max-unauth-per-address"),
+				MaxStreamsPerNode:      c.Int("max-streams-per-node"),
+				MaxStreamsPerPortalias: c.Int("max-streams-per-portalias"),
 			})
 			if err != nil {
 				return err
