@@ -20,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -312,8 +311,6 @@ func faultTransfer(port uint16, size int) error {
 	}
 	return nil
 }
-
-func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
 // faultPorts is a random 100-port window above the kernel's ephemeral
 // range, so that the many outgoing connections of these tests never hold a
