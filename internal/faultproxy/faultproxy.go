@@ -52,6 +52,7 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	global   Faults
+	source   net.IP // local address of new connections to the target; nil: any
 	conns    map[*Conn]struct{}
 	accepted int
 	dropped  int64
@@ -82,6 +83,15 @@ func (p *Proxy) Set(f Faults) {
 	for _, c := range conns {
 		c.wake()
 	}
+}
+
+// SetSource makes new connections to the target come from ip (on
+// loopback, any 127.x.y.z), as a playnode that moved to another network
+// would; nil lets the kernel choose. Open connections keep theirs.
+func (p *Proxy) SetSource(ip net.IP) {
+	p.mu.Lock()
+	p.source = ip
+	p.mu.Unlock()
 }
 
 // Restore forwards faithfully again: global faults and every connection's
@@ -185,7 +195,13 @@ func (p *Proxy) accept() {
 // ways until either side ends or the connection is cut.
 func (p *Proxy) serve(client *net.TCPConn) {
 	defer p.wg.Done()
-	up, err := net.DialTimeout("tcp", p.target, 10*time.Second)
+	p.mu.Lock()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if p.source != nil {
+		d.LocalAddr = &net.TCPAddr{IP: p.source}
+	}
+	p.mu.Unlock()
+	up, err := d.Dial("tcp", p.target)
 	if err != nil {
 		reset(client)
 		return

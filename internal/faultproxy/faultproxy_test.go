@@ -262,3 +262,24 @@ func TestCloseWaitsForGoroutines(t *testing.T) {
 	// own are gone already.
 	waitFor(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+func TestSetSource(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := newProxy(t, ln.Addr().String())
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		p.SetSource(net.ParseIP(ip))
+		dial(t, p.Addr())
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if got := s.RemoteAddr().(*net.TCPAddr).IP.String(); got != ip {
+			t.Errorf("target saw a connection from %s, want %s", got, ip)
+		}
+	}
+}

@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"paradigm/internal/faultproxy"
+	"paradigm/internal/relay"
 )
 
 // faultSetup runs a relay and one playnode "p1" that dials it through a
@@ -228,5 +230,26 @@ func TestFaultCutStreamEndsWithError(t *testing.T) {
 		t.Logf("service: %v", err)
 	case <-time.After(faultWait):
 		t.Fatalf("the service's connection did not end within %v of the cut", faultWait)
+	}
+}
+
+// TestFaultNodeMovesAddress: a playnode whose link is cut comes back from
+// another source address (a move to another network): same portalias, and
+// the relay's status shows the new address.
+func TestFaultNodeMovesAddress(t *testing.T) {
+	r, p, _, port := faultSetup(t)
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		p.SetSource(net.ParseIP(ip))
+		before := p.Accepted()
+		p.Cut()
+		faultWaitFor(t, "a reconnection from "+ip, func() bool { return p.Accepted() > before })
+		faultWaitServed(t, port, "hello")
+		if got := faultOnline(t, r, "p1"); got != port {
+			t.Fatalf("after moving to %s: portalias %d, want %d", ip, got, port)
+		}
+		faultWaitFor(t, "the relay to list p1 at "+ip, func() bool {
+			rows, _, err := relay.List(r.cfg.DataDir)
+			return err == nil && len(rows) == 1 && strings.HasPrefix(rows[0].Remote, ip+":")
+		})
 	}
 }
