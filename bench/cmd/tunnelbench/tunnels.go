@@ -246,7 +246,10 @@ func startParadigm(ctx context.Context, s *settings, name string, delay time.Dur
 		if ports == "" {
 			ports = "20200-20299"
 		}
-		t.server = command(ctx, s.relayBin, "--log-level", "warn", "serve", "--data", data, "--listen", relayAddr, "--ports", ports)
+		// The 1,000 idle forwarded connections all go through one
+		// portalias: lift the relay's per-portalias and per-node limits.
+		t.server = command(ctx, s.relayBin, "--log-level", "warn", "serve", "--data", data, "--listen", relayAddr, "--ports", ports,
+			"--max-streams-per-portalias", "4096", "--max-streams-per-node", "4096")
 		if err := startLogged(t.server, dir, "relay"); err != nil {
 			return nil, err
 		}
