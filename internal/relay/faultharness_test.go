@@ -56,6 +56,19 @@ func (l *faultLog) count(s string) int {
 	return strings.Count(l.buf.String(), s)
 }
 
+// lines returns the lines that contain s.
+func (l *faultLog) lines(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for line := range strings.Lines(l.buf.String()) {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 func faultLogger(t testing.TB, role string, level slog.Level) (*slog.Logger, *faultLog) {
 	b := &faultLog{}
 	t.Cleanup(func() {

@@ -215,6 +215,7 @@ func TestFaultRelayRestartWithThousandNodes(t *testing.T) {
 		return false
 	})
 	var fetches, fetchFailures int
+	var failures []string
 	var slowest time.Duration
 	watchers.Go(func() {
 		for {
@@ -228,7 +229,9 @@ func TestFaultRelayRestartWithThousandNodes(t *testing.T) {
 			slowest = max(slowest, time.Since(t0))
 			fetches++
 			if err != nil || got != "hello" {
-				fetchFailures++
+				if fetchFailures++; fetchFailures <= 3 {
+					failures = append(failures, fmt.Sprintf("%q, %v after %v", got, err, time.Since(restarted).Round(time.Millisecond)))
+				}
 			}
 		}
 	})
@@ -245,7 +248,8 @@ func TestFaultRelayRestartWithThousandNodes(t *testing.T) {
 		t.Errorf("handshakes in progress peaked at %d, want at most MaxHandshakes %d", p, maxHandshakes)
 	}
 	if fetchFailures > 0 {
-		t.Errorf("%d of %d fetches through %s's portalias failed during the storm", fetchFailures, fetches, first)
+		t.Errorf("%d of %d fetches through %s's portalias failed during the storm, first: %v; relay's log of it:\n%s",
+			fetchFailures, fetches, first, failures, strings.Join(r.log.lines("playnode="+first+" "), ""))
 	}
 	t.Logf("%d playnodes back %v after the restart (bound %v); handshakes in progress peaked at %d (max %d); %d fetches through %s's portalias during the storm, slowest %v",
 		nodes, back.Round(time.Millisecond), restartBound, peak.Load(), maxHandshakes, fetches, first, slowest.Round(time.Millisecond))
