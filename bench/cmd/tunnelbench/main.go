@@ -53,7 +53,7 @@ func main() {
 		return
 	}
 	var s settings
-	flag.BoolVar(&s.quick, "quick", false, "short run (< 2 minutes): 2 s iperf3 runs, fewer round trips, 1,000 simulated nodes")
+	flag.BoolVar(&s.quick, "quick", false, "short run (about 2-3 minutes): 2 s iperf3 runs, fewer round trips, 1,000 simulated nodes")
 	nodes := flag.Int("nodes", 0, "simulated playnodes for the per-node memory figure (default 10000, quick 1000; 0 keeps the default, -1 skips)")
 	flag.BoolVar(&s.profile, "profile", true, "perf-record relay and node during an extra 1-stream run (needs perf)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the temporary folder (logs, configs)")
@@ -68,7 +68,7 @@ func main() {
 	}
 	budget := 15 * time.Minute
 	if s.quick {
-		budget = 4 * time.Minute
+		budget = 5 * time.Minute
 	}
 	s.deadlineAt = time.Now().Add(budget)
 
@@ -146,7 +146,7 @@ func run(ctx context.Context, s *settings) error {
 			return err
 		}
 	}
-	t, err := startParadigm(ctx, s, colParadigm, 0)
+	t, err := startParadigm(ctx, s, colParadigm, 0, false)
 	if err != nil {
 		return err
 	}
@@ -158,21 +158,36 @@ func run(ctx context.Context, s *settings) error {
 	if err != nil {
 		return err
 	}
+	// The same relay and node over QUIC (UDP, same port number).
+	if t, err := startParadigm(ctx, s, colQUIC, 0, true); err != nil {
+		res.note("%s: %v", colQUIC, err)
+	} else {
+		err = measureTunnel(ctx, s, t, res)
+		t.stop()
+		if err != nil {
+			return err
+		}
+	}
 
 	// The long fat link: the same throughput with 25 ms added each way
 	// between the device side and the server side.
-	for _, cfg := range []struct{ col, cipher string }{{colSSHDefault, ""}, {colSSHAES, "aes128-gcm@openssh.com"}, {colParadigm, "paradigm"}} {
+	for _, cfg := range []struct{ col, cipher string }{{colSSHDefault, ""}, {colSSHAES, "aes128-gcm@openssh.com"}, {colParadigm, "paradigm"}, {colQUIC, "quic"}} {
 		if s.quick && cfg.col == colSSHDefault {
 			continue // quick: the ratio column only needs aes128-gcm
 		}
 		var t *tunnel
 		var err error
-		if cfg.cipher == "paradigm" {
-			t, err = startParadigm(ctx, s, cfg.col, s.delay)
-		} else {
+		switch cfg.cipher {
+		case "paradigm", "quic":
+			t, err = startParadigm(ctx, s, cfg.col, s.delay, cfg.cipher == "quic")
+		default:
 			t, err = startOpenSSH(ctx, s, cfg.col, cfg.cipher, s.delay)
 		}
 		if err != nil {
+			if cfg.col == colQUIC {
+				res.note("%s over the %v link: %v", cfg.col, s.delay, err)
+				continue
+			}
 			return err
 		}
 		measureDelayed(ctx, s, t, res)

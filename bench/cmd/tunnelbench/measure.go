@@ -81,7 +81,7 @@ func measureMemory(s *settings, t *tunnel, res *results) {
 	srv0, cli0 := treeRSS(t.serverPID()), treeRSS(t.clientPID())
 	res.set(rowSrvIdle, t.name, srv0/1024)
 	res.set(rowCliIdle, t.name, cli0/1024)
-	if t.name != colParadigm {
+	if !isParadigm(t.name) {
 		// sshd forks per connection: the session processes are what one
 		// more connected device costs it.
 		res.set(rowSrvNode, t.name, srv0-rssKiB(t.serverPID()))

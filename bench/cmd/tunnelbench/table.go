@@ -38,7 +38,7 @@ var rowOrder = []string{
 	rowD1, rowD1R, rowD8, rowD8R,
 }
 
-var colOrder = []string{colDirect, colSSHDefault, colSSHAES, colParadigm}
+var colOrder = []string{colDirect, colSSHDefault, colSSHAES, colParadigm, colQUIC}
 
 func (r *results) print(w io.Writer, s *settings, v map[string]string, took time.Duration) {
 	host, _ := os.Hostname()
@@ -48,8 +48,8 @@ func (r *results) print(w io.Writer, s *settings, v map[string]string, took time
 	fmt.Fprintf(w, "- %s; %s; %s; paradigm %s\n", v["go"], v["openssh"], v["iperf3"], v["commit"])
 	fmt.Fprintf(w, "- iperf3 -t %d; RTT n=%d; new conn n=%d; %d idle forwarded conns; %d simulated nodes; link delay %v each way; took %v\n\n",
 		s.iperfSecs, s.rttN, s.connN, s.holdN, s.nodesN, s.delay, took.Round(time.Second))
-	fmt.Fprintf(w, "| figure | %s | ratio paradigm / ssh aes128-gcm | target | met |\n", strings.Join(colOrder, " | "))
-	fmt.Fprintf(w, "|---|%s---:|---|---|\n", strings.Repeat("---:|", len(colOrder)))
+	fmt.Fprintf(w, "| figure | %s | ratio paradigm / ssh aes128-gcm | ratio paradigm quic / ssh aes128-gcm | target | met |\n", strings.Join(colOrder, " | "))
+	fmt.Fprintf(w, "|---|%s---:|---:|---|---|\n", strings.Repeat("---:|", len(colOrder)))
 	for _, row := range rowOrder {
 		if len(r.cells[row]) == 0 {
 			continue
@@ -80,7 +80,15 @@ func (r *results) print(w io.Writer, s *settings, v map[string]string, took time
 				met = "yes"
 			}
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", row, strings.Join(cells, " | "), ratioText, tgt, met)
+		q, okQ := r.get(row, colQUIC)
+		quicText := "–"
+		if okQ && okA && a != 0 {
+			quicText = fmt.Sprintf("%.2fx", q/a)
+		}
+		if row == rowConn50 && okQ && d > 0 {
+			quicText += fmt.Sprintf(" (%.2fx direct)", q/d)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", row, strings.Join(cells, " | "), ratioText, quicText, tgt, met)
 	}
 	if len(r.notes) > 0 {
 		fmt.Fprintf(w, "\nNotes:\n\n")

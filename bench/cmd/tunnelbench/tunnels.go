@@ -19,7 +19,11 @@ const (
 	colSSHDefault = "ssh default"
 	colSSHAES     = "ssh aes128-gcm"
 	colParadigm   = "paradigm"
+	colQUIC       = "paradigm quic"
 )
+
+// isParadigm reports whether col is one of paradigm's transports.
+func isParadigm(col string) bool { return col == colParadigm || col == colQUIC }
 
 // tunnel is one running configuration: where the benchmark client connects
 // and which processes make up its server side (sshd, relay) and device side
@@ -210,13 +214,23 @@ func waitReady(ctx context.Context, t *tunnel) error {
 
 // paradigmRanges gives each paradigm instance of a run its own portalias
 // range (below the ephemeral range 32768-60999 of Linux defaults).
-var paradigmRanges = map[time.Duration]string{0: "20000-20099", 25 * time.Millisecond: "20100-20199"}
+var paradigmRanges = map[paradigmKey]string{
+	{0, false}: "20000-20099", {25 * time.Millisecond, false}: "20100-20199",
+	{0, true}: "20300-20399", {25 * time.Millisecond, true}: "20400-20499",
+}
+
+type paradigmKey struct {
+	delay time.Duration
+	quic  bool
+}
 
 // startParadigm sets paradigm up as an operator would, with the CLIs:
 // relay fingerprint, node keygen, relay authorize, relay serve, node run
 // --fingerprint. With delay > 0 the node dials the relay through the delay
-// proxy.
-func startParadigm(ctx context.Context, s *settings, name string, delay time.Duration) (*tunnel, error) {
+// proxy. With quic the relay also serves QUIC on the same port number (UDP)
+// and the node dials it with --transport quic (through the UDP delay proxy
+// when delay > 0).
+func startParadigm(ctx context.Context, s *settings, name string, delay time.Duration, quic bool) (*tunnel, error) {
 	dir, err := os.MkdirTemp(s.tmp, "paradigm-")
 	if err != nil {
 		return nil, err
@@ -242,14 +256,18 @@ func startParadigm(ctx context.Context, s *settings, name string, delay time.Dur
 			return nil, err
 		}
 		relayAddr = fmt.Sprintf("127.0.0.1:%d", port)
-		ports := paradigmRanges[delay]
+		ports := paradigmRanges[paradigmKey{delay, quic}]
 		if ports == "" {
 			ports = "20200-20299"
 		}
 		// The 1,000 idle forwarded connections all go through one
 		// portalias: lift the relay's per-portalias and per-node limits.
-		t.server = command(ctx, s.relayBin, "--log-level", "warn", "serve", "--data", data, "--listen", relayAddr, "--ports", ports,
-			"--max-streams-per-portalias", "4096", "--max-streams-per-node", "4096")
+		args := []string{"--log-level", "warn", "serve", "--data", data, "--listen", relayAddr, "--ports", ports,
+			"--max-streams-per-portalias", "4096", "--max-streams-per-node", "4096"}
+		if quic {
+			args = append(args, "--quic-listen", relayAddr)
+		}
+		t.server = command(ctx, s.relayBin, args...)
 		if err := startLogged(t.server, dir, "relay"); err != nil {
 			return nil, err
 		}
@@ -262,7 +280,15 @@ func startParadigm(ctx context.Context, s *settings, name string, delay time.Dur
 		}
 	}
 	dialAddr := relayAddr
-	if delay > 0 {
+	if delay > 0 && quic {
+		p, err := startUDPDelayProxy(relayAddr, delay)
+		if err != nil {
+			t.stop()
+			return nil, err
+		}
+		t.cleanup = append(t.cleanup, func() { p.Close() })
+		dialAddr = p.Addr().String()
+	} else if delay > 0 {
 		p, err := startDelayProxy(relayAddr, delay)
 		if err != nil {
 			t.stop()
@@ -271,7 +297,11 @@ func startParadigm(ctx context.Context, s *settings, name string, delay time.Dur
 		t.cleanup = append(t.cleanup, func() { p.Close() })
 		dialAddr = p.Addr().String()
 	}
-	t.client = command(ctx, s.nodeBin, "--log-level", "warn", "run", "--relay", dialAddr, "--fingerprint", fp, "--key", key,
+	transport := "ssh"
+	if quic {
+		transport = "quic"
+	}
+	t.client = command(ctx, s.nodeBin, "--log-level", "warn", "run", "--relay", dialAddr, "--transport", transport, "--fingerprint", fp, "--key", key,
 		"--name", "bench", "--service", "iperf="+s.iperfAddr, "--service", "echo="+s.echoAddr, "--lock", filepath.Join(dir, "node.lock"))
 	if err := startLogged(t.client, dir, "node"); err != nil {
 		t.stop()
