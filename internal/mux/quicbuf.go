@@ -24,6 +24,12 @@ var socketBufferWarning sync.Once
 // program can silence that one with QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true.
 func tuneSocketBuffers(pconn net.PacketConn, log *slog.Logger) {
 	rcv, snd, ok := setSocketBuffers(pconn, quicSocketBuffer)
+	warnSmallBuffers(rcv, snd, ok, log)
+}
+
+// warnSmallBuffers logs the buffer warning, once per process, when the
+// kernel granted less than QUIC wants.
+func warnSmallBuffers(rcv, snd int, ok bool, log *slog.Logger) {
 	if ok && (rcv < quicSocketBuffer || snd < quicSocketBuffer) {
 		socketBufferWarning.Do(func() {
 			log.Warn("udp socket buffers too small for quic", "err", fmt.Errorf(
