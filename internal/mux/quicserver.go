@@ -41,8 +41,45 @@ type QUICServerConfig struct {
 	// MaxStreams is how many streams a node may have open at once. Default
 	// 10000; quic-go's own default of 100 is too low for a relay.
 	MaxStreams int
+	// Admit, when set, is asked before quic-go spends a handshake on a new
+	// connection from remote (its address is not yet validated). false
+	// refuses the connection at once (CONNECTION_REFUSED); true holds a
+	// slot until release is called, which the listener does once, when the
+	// handshake ended either way. It must not block: it runs on quic-go's
+	// packet loop. The relay bounds handshakes in total and per address
+	// with it, as it does for SSH.
+	Admit func(remote net.Addr) (release func(), ok bool)
 	Options
 }
+
+// admitKey holds a connection's release func in its context.
+type admitKey struct{}
+
+// admitConn is the Transport's ConnContext: it applies Admit to every new
+// connection attempt and arranges its release.
+func (l *QUICListener) admitConn(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	if l.cfg.Admit == nil {
+		return ctx, nil
+	}
+	release, ok := l.cfg.Admit(info.RemoteAddr)
+	if !ok {
+		return nil, errHandshakeRefused
+	}
+	var once sync.Once
+	done := func() { once.Do(release) }
+	context.AfterFunc(ctx, done) // the handshake failed, or the connection ended
+	return context.WithValue(ctx, admitKey{}, done), nil
+}
+
+// handshakeDone releases the Admit slot of a connection whose handshake
+// completed.
+func handshakeDone(conn *quic.Conn) {
+	if done, ok := conn.Context().Value(admitKey{}).(func()); ok {
+		done()
+	}
+}
+
+var errHandshakeRefused = errors.New("handshake limit reached")
 
 // QUICListener accepts node sessions on one UDP socket.
 type QUICListener struct {
@@ -102,7 +139,7 @@ func listenQUIC(pconn net.PacketConn, cfg *QUICServerConfig) (*QUICListener, err
 	// relay resets its old connections at the nodes' next packet instead of
 	// leaving them to time out.
 	resetKey := quic.StatelessResetKey(sha256.Sum256(append([]byte("paradigm quic stateless reset\x00"), cfg.HostKey.Seed()...)))
-	l.tr = &quic.Transport{Conn: pconn, StatelessResetKey: &resetKey}
+	l.tr = &quic.Transport{Conn: pconn, StatelessResetKey: &resetKey, ConnContext: l.admitConn}
 	qconf := quicConfig(opts, cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout), cmp.Or(cfg.MaxStreams, defaultQUICMaxStreams), true)
 	l.ln, err = l.tr.Listen(tlsConf, qconf)
 	if err != nil {
@@ -151,6 +188,7 @@ func (l *QUICListener) Accept(ctx context.Context) (Session, Peer, error) {
 	if err != nil {
 		return nil, Peer{}, fmt.Errorf("accept quic: %w", err)
 	}
+	handshakeDone(conn)
 	remote := conn.RemoteAddr()
 	fail := func(code quic.ApplicationErrorCode, msg string, err error) (Session, Peer, error) {
 		conn.CloseWithError(code, msg)

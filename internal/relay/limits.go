@@ -18,11 +18,15 @@ type unauthCounter struct {
 // within limit; a connection it refuses is not counted. It returns the
 // address to release, invalid if remote has none (then it always admits).
 func (u *unauthCounter) acquire(remote net.Addr, limit int) (netip.Addr, bool) {
-	ta, ok := remote.(*net.TCPAddr)
-	if !ok {
+	var src netip.Addr
+	switch a := remote.(type) {
+	case *net.TCPAddr:
+		src = a.AddrPort().Addr().Unmap()
+	case *net.UDPAddr:
+		src = a.AddrPort().Addr().Unmap()
+	default:
 		return netip.Addr{}, true
 	}
-	src := ta.AddrPort().Addr().Unmap()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.n == nil {
@@ -90,4 +94,27 @@ func (r *Relay) admit(l *portListener, s *nodeSession, c net.Conn) bool {
 		return false
 	}
 	return true
+}
+
+// admitQUIC bounds QUIC handshakes as acceptNodes and acceptSSH bound SSH
+// ones: per source address and in total. It cannot wait for a slot (it runs
+// on quic-go's packet loop), so a handshake over the limit is refused and
+// the node retries after its backoff.
+func (r *Relay) admitQUIC(remote net.Addr) (func(), bool) {
+	src, ok := r.unauth.acquire(remote, r.cfg.MaxUnauthPerAddress)
+	if !ok {
+		r.log.Warn("too many unauthenticated connections from one address, closed", "remote", remote.String(), "transport", "quic", "limit", r.cfg.MaxUnauthPerAddress)
+		return nil, false
+	}
+	select {
+	case r.hsSlots <- struct{}{}:
+	default:
+		r.unauth.release(src)
+		r.log.Warn("too many handshakes in progress, quic connection refused", "remote", remote.String(), "limit", r.cfg.MaxHandshakes)
+		return nil, false
+	}
+	return func() {
+		<-r.hsSlots
+		r.unauth.release(src)
+	}, true
 }

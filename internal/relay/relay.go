@@ -139,6 +139,7 @@ func (r *Relay) listenQUIC() error {
 		HostKey:          priv,
 		Authorize:        r.authorize,
 		HandshakeTimeout: r.cfg.HandshakeTimeout,
+		Admit:            r.admitQUIC,
 		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
 	})
 	if err != nil {
