@@ -103,6 +103,10 @@ func (r *Relay) assign(playnode string, services []proto.Service, log *slog.Logg
 	return portaliasesOf(table, playnode, services), nil
 }
 
+// busyPortRetry is how long a port found in use by another program is
+// skipped before assigning tries it again.
+const busyPortRetry = time.Minute
+
 // freePort finds and binds the next free port of the range at or after
 // *next, skipping ports the table or a listener already holds.
 func (r *Relay) freePort(t *store.Table, next *uint16, bound map[uint16]net.Listener, log *slog.Logger) (uint16, net.Listener, bool) {
@@ -116,13 +120,25 @@ func (r *Relay) freePort(t *store.Table, next *uint16, bound map[uint16]net.List
 		}
 		r.mu.Lock()
 		_, taken := r.listeners[port]
+		busySince, busy := r.busyPorts[port]
 		r.mu.Unlock()
-		if taken {
+		if taken || busy && time.Since(busySince) < busyPortRetry {
 			continue
 		}
 		ln, err := net.Listen("tcp", bindAddr(r.cfg.Bind, port))
+		r.mu.Lock()
 		if err != nil {
-			log.Warn("port in use on the server, skipped", "portalias", port, "err", err)
+			// Logged once; another program's port is skipped without a
+			// new bind attempt for busyPortRetry.
+			if !busy {
+				log.Warn("port in use on the server, skipped", "portalias", port, "err", err)
+			}
+			r.busyPorts[port] = time.Now()
+		} else {
+			delete(r.busyPorts, port)
+		}
+		r.mu.Unlock()
+		if err != nil {
 			continue
 		}
 		*next = port + 1

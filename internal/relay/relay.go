@@ -42,8 +42,9 @@ type Relay struct {
 	table      *store.Table
 	sessions   map[string]*nodeSession // online playnodes by name
 	listeners  map[uint16]*portListener
-	bindFailed map[uint16]bool // portaliases whose port was busy, logged once
-	closing    bool            // shutdown began: bind nothing more
+	bindFailed map[uint16]bool      // portaliases whose port was busy, logged once
+	closing    bool                 // shutdown began: bind nothing more
+	busyPorts  map[uint16]time.Time // free in the table but in use by another program, since
 	status     *statusBook
 }
 
@@ -75,6 +76,7 @@ func New(cfg Config) (*Relay, error) {
 		sessions:   map[string]*nodeSession{},
 		listeners:  map[uint16]*portListener{},
 		bindFailed: map[uint16]bool{},
+		busyPorts:  map[uint16]time.Time{},
 	}
 	if err := r.load(); err != nil {
 		lock.Release()
