@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -265,11 +264,4 @@ func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 	}
 	in, out, err := mux.Splice(st, c.(*net.TCPConn))
 	n.log.Debug("stream closed", "service", name, "in", in, "out", out, "err", err)
-}
-
-// IsRefusal reports whether err is the relay refusing this node, and why.
-func IsRefusal(err error) (*proto.Refuse, bool) {
-	var r *proto.Refuse
-	ok := errors.As(err, &r)
-	return r, ok
 }
