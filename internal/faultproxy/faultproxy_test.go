@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"paradigm/internal/testenv"
 )
 
 const deadline = 10 * time.Second
@@ -91,13 +93,7 @@ func roundTrip(t *testing.T, c *net.TCPConn, size int) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
+	testenv.WaitFor(t, deadline, what, cond)
 }
 
 func TestForwardsByteExactWithHalfClose(t *testing.T) {

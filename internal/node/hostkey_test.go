@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -19,48 +18,23 @@ import (
 
 	"paradigm/internal/identity"
 	"paradigm/internal/relay"
+	"paradigm/internal/testenv"
 )
 
 const waitTimeout = 10 * time.Second
 
-// logBuf collects log lines for assertions.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// logBuf collects a role's log lines for assertions.
+type logBuf = testenv.LogBuf
 
 func newLog(t *testing.T, role string) (*slog.Logger, *logBuf) {
-	b := &logBuf{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s log:\n%s", role, b.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
+	t.Helper()
+	return testenv.NewLog(t, role, slog.LevelDebug)
 }
 
-// waitFor polls cond every 10ms until it holds, failing t after waitTimeout.
+// waitFor polls cond until it holds, failing t after waitTimeout.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testenv.WaitFor(t, waitTimeout, what, cond)
 }
 
 func newKey(t *testing.T, name string) string {

@@ -60,7 +60,7 @@ func TestFaultLinkCutReconnects(t *testing.T) {
 // of a blackhole that acknowledges nothing (see mux/liveness.go).
 func TestFaultBlackholeThenOutage(t *testing.T) {
 	r, p, n, port := faultSetup(t)
-	disconnects := n.log.count(`msg="disconnected from relay"`)
+	disconnects := n.log.Count(`msg="disconnected from relay"`)
 	start := time.Now()
 	p.Set(faultproxy.Faults{Blackhole: true})
 
@@ -69,7 +69,7 @@ func TestFaultBlackholeThenOutage(t *testing.T) {
 		if _, online := r.Online("p1"); !online && relayDetect == 0 {
 			relayDetect = time.Since(start)
 		}
-		if n.log.count(`msg="disconnected from relay"`) > disconnects && nodeDetect == 0 {
+		if n.log.Count(`msg="disconnected from relay"`) > disconnects && nodeDetect == 0 {
 			nodeDetect = time.Since(start)
 		}
 		return relayDetect != 0 && nodeDetect != 0

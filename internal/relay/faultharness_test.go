@@ -6,7 +6,6 @@ package relay_test
 // are prefixed with "fault" so that they stay independent of harness_test.go.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -27,6 +26,7 @@ import (
 	"paradigm/internal/identity"
 	"paradigm/internal/node"
 	"paradigm/internal/relay"
+	"paradigm/internal/testenv"
 )
 
 // Fault timings: keepalives short enough that dead links are found within
@@ -39,62 +39,17 @@ const (
 )
 
 // faultLog is a concurrency-safe log buffer, dumped if the test fails.
-type faultLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *faultLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *faultLog) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), s)
-}
-
-// lines returns the lines that contain s.
-func (l *faultLog) lines(s string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for line := range strings.Lines(l.buf.String()) {
-		if strings.Contains(line, s) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
+type faultLog = testenv.LogBuf
 
 func faultLogger(t testing.TB, role string, level slog.Level) (*slog.Logger, *faultLog) {
-	b := &faultLog{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			b.mu.Lock()
-			s := b.buf.String()
-			b.mu.Unlock()
-			if len(s) > 200<<10 {
-				s = "...\n" + s[len(s)-200<<10:]
-			}
-			t.Logf("%s log:\n%s", role, s)
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: level})), b
+	t.Helper()
+	return testenv.NewLog(t, role, level)
 }
 
 // faultWaitFor polls cond until it holds, failing t after faultWait.
 func faultWaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(faultWait)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", faultWait, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testenv.WaitFor(t, faultWait, what, cond)
 }
 
 type faultRelay struct {

@@ -253,7 +253,7 @@ func TestFaultRelayRestartWithThousandNodes(t *testing.T) {
 	}
 	if fetchFailures > 0 {
 		t.Errorf("%d of %d fetches through %s's portalias failed during the storm, first: %v; relay's log of it:\n%s",
-			fetchFailures, fetches, first, failures, strings.Join(r.log.lines("playnode="+first+" "), ""))
+			fetchFailures, fetches, first, failures, strings.Join(r.log.Lines("playnode="+first+" "), ""))
 	}
 	t.Logf("%d playnodes back %v after the restart (bound %v); handshakes in progress peaked at %d (max %d); %d fetches through %s's portalias during the storm, slowest %v",
 		nodes, back.Round(time.Millisecond), restartBound, peak.Load(), maxHandshakes, fetches, first, slowest.Round(time.Millisecond))

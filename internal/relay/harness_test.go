@@ -1,7 +1,6 @@
 package relay_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"paradigm/internal/node"
 	"paradigm/internal/proto"
 	"paradigm/internal/relay"
+	"paradigm/internal/testenv"
 )
 
 // waitTimeout bounds every wait on a condition; waits end on the condition,
@@ -40,50 +40,19 @@ const (
 )
 
 // logBuf collects a role's log lines for assertions.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logBuf = testenv.LogBuf
 
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuf) Contains(s string) bool { return strings.Contains(l.String(), s) }
-
-func (l *logBuf) Count(s string) int { return strings.Count(l.String(), s) }
-
-// newLog returns a logger writing into a fresh logBuf, dumped to the test
-// log if the test fails.
+// newLog returns a debug logger writing into a fresh logBuf, dumped to the
+// test log if the test fails.
 func newLog(t *testing.T, role string) (*slog.Logger, *logBuf) {
 	t.Helper()
-	b := &logBuf{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s log:\n%s", role, b.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
+	return testenv.NewLog(t, role, slog.LevelDebug)
 }
 
-// waitFor polls cond every 10ms until it holds, failing t after waitTimeout.
+// waitFor polls cond until it holds, failing t after waitTimeout.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testenv.WaitFor(t, waitTimeout, what, cond)
 }
 
 // portWindow picks a random 1000-port range, so that tests running in

@@ -65,7 +65,7 @@ func TestLimitStreamsPerPortalias(t *testing.T) {
 	limitsDial(t, port)
 	limitsRefused(t, port)
 	limitsRefused(t, port)
-	if got := r.log.count("portalias connection limit reached"); got != 1 {
+	if got := r.log.Count("portalias connection limit reached"); got != 1 {
 		t.Errorf("got %d log lines about the limit, want 1", got)
 	}
 	first.Close()
@@ -106,7 +106,7 @@ func TestLimitStreamsPerNode(t *testing.T) {
 	limitsDial(t, ports["other"])
 	limitsRefused(t, ports["other"])
 	limitsRefused(t, ports["svc"])
-	if got := r.log.count("playnode connection limit reached"); got != 1 {
+	if got := r.log.Count("playnode connection limit reached"); got != 1 {
 		t.Errorf("got %d log lines about the limit, want 1", got)
 	}
 }
@@ -145,7 +145,7 @@ func TestLimitUnauthenticatedPerAddress(t *testing.T) {
 		t.Fatalf("third unauthenticated connection: got %d bytes, err %v; want it closed at once", n, err)
 	}
 	faultWaitFor(t, "the log line naming the address", func() bool {
-		return r.log.count(`too many unauthenticated connections from one address, closed" remote=127.0.0.1:`) == 1
+		return r.log.Count(`too many unauthenticated connections from one address, closed" remote=127.0.0.1:`) == 1
 	})
 
 	for _, c := range held {

@@ -1,0 +1,81 @@
+// Package testenv holds what the tests of several packages share: a
+// captured, concurrency-safe log that is printed when a test fails, and
+// waiting on a condition with a deadline (polling, never a sleep used as
+// synchronisation). Only tests import it.
+package testenv
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// maxDump bounds how much of a log a failing test prints.
+const maxDump = 200 << 10
+
+// LogBuf collects one role's log lines for assertions.
+type LogBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *LogBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *LogBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Contains reports whether any line logged so far contains s.
+func (l *LogBuf) Contains(s string) bool { return strings.Contains(l.String(), s) }
+
+// Count is how many times s occurs in the log so far.
+func (l *LogBuf) Count(s string) int { return strings.Count(l.String(), s) }
+
+// Lines returns the lines that contain s.
+func (l *LogBuf) Lines(s string) []string {
+	var out []string
+	for line := range strings.Lines(l.String()) {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// NewLog returns a text logger at level writing into a fresh LogBuf, whose
+// tail is printed to the test log if the test fails.
+func NewLog(t testing.TB, role string, level slog.Level) (*slog.Logger, *LogBuf) {
+	t.Helper()
+	b := &LogBuf{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			s := b.String()
+			if len(s) > maxDump {
+				s = "...\n" + s[len(s)-maxDump:]
+			}
+			t.Logf("%s log:\n%s", role, s)
+		}
+	})
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: level})), b
+}
+
+// WaitFor polls cond every 5 ms until it holds, failing t after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
