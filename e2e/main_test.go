@@ -15,9 +15,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"paradigm/internal/testenv"
 )
 
 // The binaries under test, built once by TestMain.
@@ -68,23 +69,8 @@ func build(dir string) error {
 	return nil
 }
 
-// syncBuffer is a bytes.Buffer a process writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a buffer a process writes while the test reads it.
+type syncBuffer = testenv.LogBuf
 
 // proc is a long-running process of the test: killed and waited for when
 // the test ends, its stderr printed if the test failed.
