@@ -90,20 +90,14 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 	defer r.unregister(s)
 
 	// The control stream carries nothing from the node after its hello in
-	// protocol version 1: anything else is a protocol error.
-	ctrlDone := make(chan error, 1)
-	go func() {
-		m, err := proto.ReadMessage(s.ctrl)
-		if err == nil {
-			err = fmt.Errorf("unexpected %T after hello", m)
-			s.refuse(&proto.Refuse{Code: proto.RefuseProtocol, Reason: err.Error()})
-		}
-		ctrlDone <- err
-	}()
-	select {
-	case <-s.mux.Done():
-	case <-ctrlDone:
-	case <-ctx.Done():
+	// protocol version 1: anything else is a protocol error. Reading it
+	// here, rather than in a goroutine of its own, also waits for the end
+	// of the session: the read fails once the session dies, and
+	// cancellation closes the session. One goroutine less per playnode.
+	stop := context.AfterFunc(ctx, func() { s.mux.Close() })
+	defer stop()
+	if m, err := proto.ReadMessage(s.ctrl); err == nil {
+		s.refuse(&proto.Refuse{Code: proto.RefuseProtocol, Reason: fmt.Sprintf("unexpected %T after hello", m)})
 	}
 	s.mux.Close()
 	reason := "link closed"
