@@ -292,10 +292,26 @@ func (st *quicStream) mapErr(err error) error {
 	switch {
 	case st.closed.Load():
 		return net.ErrClosed
-	case st.sess.isDead():
+	case st.sess.isDead() || isConnError(err):
+		// A connection-level error can reach a stream a moment before the
+		// connection's context says it is dead: wait for the session's
+		// verdict so that every stream reports the same cause.
 		return st.sess.deadErr()
 	}
 	return err // a reset by the peer (*quic.StreamError), a deadline
+}
+
+// isConnError reports whether err ends the whole QUIC connection rather
+// than one stream.
+func isConnError(err error) bool {
+	var (
+		idle  *quic.IdleTimeoutError
+		hs    *quic.HandshakeTimeoutError
+		app   *quic.ApplicationError
+		tr    *quic.TransportError
+		reset *quic.StatelessResetError
+	)
+	return errors.As(err, &idle) || errors.As(err, &hs) || errors.As(err, &app) || errors.As(err, &tr) || errors.As(err, &reset)
 }
 
 // CloseWrite sends FIN after the data already written.
