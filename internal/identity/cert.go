@@ -8,7 +8,6 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
-	"os"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -87,13 +86,9 @@ func CertificateKey(cert *x509.Certificate) (ssh.PublicKey, error) {
 // (the same file LoadKey reads), for the QUIC transport, which signs with the
 // key through crypto/tls rather than through an ssh.Signer.
 func LoadEd25519(path string) (ed25519.PrivateKey, error) {
-	data, err := os.ReadFile(path)
+	raw, err := loadRawKey(path)
 	if err != nil {
-		return nil, fmt.Errorf("read key: %w", err)
-	}
-	raw, err := ssh.ParseRawPrivateKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("parse key %s: %w", path, err)
+		return nil, err
 	}
 	switch k := raw.(type) {
 	case *ed25519.PrivateKey: // what x/crypto/ssh returns for OpenSSH keys

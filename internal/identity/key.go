@@ -55,15 +55,29 @@ func ParsePublic(arg string) (ssh.PublicKey, string, error) {
 // LoadKey reads an OpenSSH-format private key (as written by GenerateKey or
 // ssh-keygen, without a passphrase).
 func LoadKey(path string) (ssh.Signer, error) {
-	data, err := os.ReadFile(path)
+	raw, err := loadRawKey(path)
 	if err != nil {
-		return nil, fmt.Errorf("read key: %w", err)
+		return nil, err
 	}
-	signer, err := ssh.ParsePrivateKey(data)
+	signer, err := ssh.NewSignerFromKey(raw)
 	if err != nil {
 		return nil, fmt.Errorf("parse key %s: %w", path, err)
 	}
 	return signer, nil
+}
+
+// loadRawKey reads and parses an OpenSSH-format private key file; LoadKey
+// and LoadEd25519 differ only in what they make of the key.
+func loadRawKey(path string) (any, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	raw, err := ssh.ParseRawPrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse key %s: %w", path, err)
+	}
+	return raw, nil
 }
 
 // GenerateKey creates a new ed25519 key at path (mode 0600, refusing to
