@@ -212,13 +212,7 @@ func (p *proc) waitLog(t *testing.T, n int, msg string, attrs ...string) logEntr
 // waitUntil polls cond until it holds, failing the test after waitTimeout.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
-	}
+	testenv.WaitFor(t, waitTimeout, what, cond)
 }
 
 // result is a finished short command.

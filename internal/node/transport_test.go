@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/testenv"
 )
 
 func TestTransportChooser(t *testing.T) {
@@ -206,14 +207,8 @@ func TestAutoHostKeyNoFallback(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond every 10ms until it holds, failing t after within.
+// waitUntil polls cond until it holds, failing t after within.
 func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testenv.WaitFor(t, within, what, cond)
 }
