@@ -485,28 +485,5 @@ func transfer(src, dst mux.Stream, size int, seed uint64, half, resume chan stru
 func BenchmarkQUICStreamThroughput(b *testing.B) {
 	e := newQUICEnv(b, nil)
 	client, server := e.pair(b, nil, nil)
-	st, err := client.OpenStream(b.Context())
-	if err != nil {
-		b.Fatal(err)
-	}
-	drained := make(chan error, 1)
-	go func() {
-		in, err := server.AcceptStream(b.Context())
-		if err == nil {
-			_, err = io.Copy(io.Discard, in)
-		}
-		drained <- err
-	}()
-	buf := make([]byte, 256<<10)
-	b.SetBytes(int64(len(buf)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := st.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	st.CloseWrite()
-	if err := <-drained; err != nil {
-		b.Fatal(err)
-	}
+	muxtest.Throughput(b, client, server)
 }

@@ -493,30 +493,7 @@ func BenchmarkStreamThroughput(b *testing.B) {
 	if r.err != nil {
 		b.Fatal(r.err)
 	}
-	st, err := client.OpenStream(b.Context())
-	if err != nil {
-		b.Fatal(err)
-	}
-	drained := make(chan error, 1)
-	go func() {
-		in, err := r.s.AcceptStream(b.Context())
-		if err == nil {
-			_, err = io.Copy(io.Discard, in)
-		}
-		drained <- err
-	}()
-	buf := make([]byte, 256<<10)
-	b.SetBytes(int64(len(buf)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := st.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	st.CloseWrite()
-	if err := <-drained; err != nil {
-		b.Fatal(err)
-	}
+	muxtest.Throughput(b, client, r.s)
 }
 
 // TestSSHAuthorizeOncePerKey offers an unauthorized key, then the node's.

@@ -360,3 +360,32 @@ func testDeadSessionRead(t *testing.T, pair PairFunc) {
 		t.Fatal("Read still blocked after the peer closed the session")
 	}
 }
+
+// Throughput measures one stream from client to server on an established
+// pair, 256 KiB per iteration, so every transport is benchmarked alike.
+func Throughput(b *testing.B, client, server mux.Session) {
+	st, err := client.OpenStream(b.Context())
+	if err != nil {
+		b.Fatal(err)
+	}
+	drained := make(chan error, 1)
+	go func() {
+		in, err := server.AcceptStream(b.Context())
+		if err == nil {
+			_, err = io.Copy(io.Discard, in)
+		}
+		drained <- err
+	}()
+	buf := make([]byte, 256<<10)
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := st.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st.CloseWrite()
+	if err := <-drained; err != nil {
+		b.Fatal(err)
+	}
+}
