@@ -2,6 +2,7 @@ package mux
 
 import (
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -88,33 +89,66 @@ func (c *activityConn) acksFlowing(d time.Duration) bool {
 	return ok && age < d
 }
 
-// watchLiveness runs until done is closed and calls dead once the link is
-// judged dead (see above). At most one keepalive request is in flight; its
-// goroutine ends when the reply arrives or the connection closes.
-func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, done <-chan struct{}, dead func()) {
-	t := time.NewTicker(keepalive / livenessTicks)
-	defer t.Stop()
-	var sentAt atomic.Int64 // monoNanos of the request in flight, 0 if none
-	for {
-		select {
-		case <-done:
-			return
-		case now := <-t.C:
-			quiet := ac.quietFor(now)
-			if s := sentAt.Load(); s != 0 && time.Duration(monoNanos(now)-s) >= unansweredFactor*keepalive {
-				dead()
-				return
-			}
-			if quiet >= deadQuietFactor*keepalive && !ac.acksFlowing(deadQuietFactor*keepalive) {
-				dead()
-				return
-			}
-			if quiet >= requestQuietRatio*keepalive && sentAt.CompareAndSwap(0, monoNanos(now)) {
-				go func() {
-					conn.SendRequest(requestKeepalive, true, nil)
-					sentAt.Store(0)
-				}()
-			}
-		}
+// watchLiveness checks the link livenessTicks times per keepalive until
+// done is closed, and calls dead once the link is judged dead (see above).
+// The checks run on a timer, not in a goroutine of their own: one goroutine
+// (and its stack) less per idle session on each end. At most one keepalive
+// request is in flight; its goroutine ends when the reply arrives or the
+// connection closes. The returned stop ends the checks; a check already
+// running finishes.
+func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, done <-chan struct{}, dead func()) (stop func()) {
+	w := &livenessWatch{conn: conn, ac: ac, keepalive: keepalive, done: done, dead: dead}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timer = time.AfterFunc(keepalive/livenessTicks, w.check)
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.stopped = true
+		w.timer.Stop()
+	}
+}
+
+// livenessWatch is the state of one watchLiveness.
+type livenessWatch struct {
+	conn      ssh.Conn
+	ac        *activityConn
+	keepalive time.Duration
+	done      <-chan struct{}
+	dead      func()
+	sentAt    atomic.Int64 // monoNanos of the request in flight, 0 if none
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	stopped bool
+}
+
+// check is one tick; it schedules the next unless the session is over.
+func (w *livenessWatch) check() {
+	select {
+	case <-w.done:
+		return
+	default:
+	}
+	now := time.Now()
+	quiet := w.ac.quietFor(now)
+	if s := w.sentAt.Load(); s != 0 && time.Duration(monoNanos(now)-s) >= unansweredFactor*w.keepalive {
+		w.dead()
+		return
+	}
+	if quiet >= deadQuietFactor*w.keepalive && !w.ac.acksFlowing(deadQuietFactor*w.keepalive) {
+		w.dead()
+		return
+	}
+	if quiet >= requestQuietRatio*w.keepalive && w.sentAt.CompareAndSwap(0, monoNanos(now)) {
+		go func() {
+			w.conn.SendRequest(requestKeepalive, true, nil)
+			w.sentAt.Store(0)
+		}()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.timer.Reset(w.keepalive / livenessTicks)
 	}
 }

@@ -75,7 +75,8 @@ const (
 	defaultKeepalive    = 10 * time.Second
 	defaultStreamWindow = 4 << 20
 	minStreamWindow     = 256 << 10 // yamux initialStreamWindow
-	acceptBacklog       = 1024
+	nodeAcceptBacklog   = 1024
+	relayAcceptBacklog  = 128
 	streamOpenTimeout   = 30 * time.Second
 	streamCloseTimeout  = time.Minute
 )

@@ -93,7 +93,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		return fail("read ssh version", fmt.Errorf("%w: first bytes %q", ErrNotSSH, prefix))
 	}
 
-	auth := &authCache{authorize: cfg.Authorize, results: make(map[string]authResult)}
+	auth := &authCache{authorize: cfg.Authorize}
 	sshCfg := &ssh.ServerConfig{
 		Config:            ssh.Config{Ciphers: preferredCiphers()},
 		MaxAuthTries:      cmp.Or(cfg.MaxAuthTries, 3),
@@ -109,6 +109,8 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		}
 		return fail("ssh handshake", err)
 	}
+	// x/crypto/ssh keeps sshCfg, and so auth, for the connection's life.
+	auth.results = nil
 	ch, chReqs, err := acceptMuxChannel(sc, chans, reqs)
 	if err != nil {
 		sc.Close()
@@ -186,6 +188,9 @@ type authCache struct {
 
 func (a *authCache) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	id := string(key.Marshal())
+	if a.results == nil {
+		a.results = make(map[string]authResult)
+	}
 	res, ok := a.results[id]
 	if !ok {
 		if len(a.results) >= maxKeysPerConn {

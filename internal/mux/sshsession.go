@@ -51,6 +51,8 @@ type sshSession struct {
 	first     *lane           // lanes[0], for Done without the lock
 	wg        *sync.WaitGroup // every goroutine serving the connection
 	once      sync.Once
+
+	stopLiveness func()
 }
 
 // lane is one mux channel and its yamux session.
@@ -73,7 +75,7 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool,
 	s := &sshSession{
 		conn:    conn,
 		server:  server,
-		cfg:     yamuxConfig(opts),
+		cfg:     yamuxConfig(opts, server),
 		log:     opts.Logger,
 		acceptq: make(chan acceptedStream),
 		wg:      wg,
@@ -86,9 +88,7 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool,
 		return nil, fmt.Errorf("start session: %w", err)
 	}
 	s.first = l
-	s.wg.Go(func() {
-		watchLiveness(conn, ac, opts.Keepalive, s.Done(), func() { s.kill(ErrKeepaliveTimeout) })
-	})
+	s.stopLiveness = watchLiveness(conn, ac, opts.Keepalive, s.Done(), func() { s.kill(ErrKeepaliveTimeout) })
 	return s, nil
 }
 
@@ -385,7 +385,7 @@ func (s *sshSession) cause() error {
 // it terminates.
 func shutdownErr(ymx *yamux.Session) error {
 	err := yamux.ErrSessionShutdown
-	for range acceptBacklog + 1 {
+	for range max(nodeAcceptBacklog, relayAcceptBacklog) + 1 {
 		var st *yamux.Stream
 		st, err = ymx.AcceptStream()
 		if st != nil {
@@ -409,6 +409,7 @@ func (s *sshSession) Close() error {
 		for _, l := range lanes {
 			l.ymx.Close()
 		}
+		s.stopLiveness()
 		s.wg.Wait()
 	})
 	return nil

@@ -15,10 +15,24 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// yamuxConfig is the yamux configuration of every lane.
-func yamuxConfig(opts Options) *yamux.Config {
+// yamuxConfig is the yamux configuration of every lane, on the relay
+// (server) or on the node.
+func yamuxConfig(opts Options, server bool) *yamux.Config {
+	// AcceptBacklog sizes two things: the queue of streams the peer opened
+	// and this side has not accepted yet (a slice of pointers allocated with
+	// the session), and how many streams this side may have opened that the
+	// peer has not acknowledged. The node accepts every forwarded
+	// connection, so it keeps a deep queue; the relay accepts only the
+	// control stream but opens the forwarded streams, and a peer
+	// acknowledges each within a round trip, so 128 in flight per lane
+	// (8 lanes) are ample. The node's 8 KiB queue would be a tenth of the
+	// relay's memory per idle playnode.
+	backlog := nodeAcceptBacklog
+	if server {
+		backlog = relayAcceptBacklog
+	}
 	return &yamux.Config{
-		AcceptBacklog: acceptBacklog,
+		AcceptBacklog: backlog,
 		// Liveness is the transport's watchdog (liveness.go): yamux's ping
 		// queues behind data and kills healthy slow links.
 		EnableKeepAlive:   false,

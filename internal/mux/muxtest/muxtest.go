@@ -201,7 +201,8 @@ func testHalfClose(t *testing.T, pair PairFunc) {
 	}
 }
 
-// testConcurrentStreams echoes 200 streams at once through the relay.
+// testConcurrentStreams echoes 200 streams at once. The relay opens them,
+// as it opens every forwarded connection, and the node accepts them.
 func testConcurrentStreams(t *testing.T, pair PairFunc) {
 	const streams, size = 200, 32 << 10
 	client, server := pair(t)
@@ -210,7 +211,7 @@ func testConcurrentStreams(t *testing.T, pair PairFunc) {
 	defer echoes.Wait()
 	echoes.Go(func() {
 		for range streams {
-			st, err := server.AcceptStream(ctx)
+			st, err := client.AcceptStream(ctx)
 			if err != nil {
 				t.Errorf("AcceptStream: %v", err)
 				return
@@ -227,7 +228,7 @@ func testConcurrentStreams(t *testing.T, pair PairFunc) {
 	var wg sync.WaitGroup
 	for i := range streams {
 		wg.Go(func() {
-			st, err := client.OpenStream(ctx)
+			st, err := server.OpenStream(ctx)
 			if err != nil {
 				t.Errorf("stream %d: OpenStream: %v", i, err)
 				return
@@ -319,10 +320,11 @@ func testContextCancel(t *testing.T, pair PairFunc) {
 		t.Errorf("OpenStream(cancelled): got %v, want context.Canceled", err)
 	}
 	// Open without the peer accepting until flow control blocks OpenStream;
-	// its context must unblock it.
+	// its context must unblock it. The relay opens, as it does in use: the
+	// node opens only its control stream.
 	for i := range 10000 {
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-		st, err := client.OpenStream(ctx)
+		st, err := server.OpenStream(ctx)
 		cancel()
 		if err != nil {
 			if !errors.Is(err, context.DeadlineExceeded) {
