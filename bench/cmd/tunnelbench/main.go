@@ -197,7 +197,15 @@ func run(ctx context.Context, s *settings) error {
 		if s.nodesCapped != "" {
 			res.note("%s", s.nodesCapped)
 		}
-		if err := measureNodes(ctx, s, res); err != nil {
+		// The team asked for 1,000 and for 10,000 nodes: a full run measures
+		// 1,000 first, on a relay of its own.
+		if s.nodesN > smallNodes {
+			if err := measureNodes(ctx, s, res, smallNodes, false); err != nil {
+				logf("%d simulated nodes: %v", smallNodes, err)
+				res.notes = append(res.notes, fmt.Sprintf("%d simulated nodes: %v", smallNodes, err))
+			}
+		}
+		if err := measureNodes(ctx, s, res, s.nodesN, true); err != nil {
 			logf("simulated nodes: %v", err)
 			res.notes = append(res.notes, fmt.Sprintf("simulated nodes: %v", err))
 		}

@@ -16,25 +16,26 @@ type target struct {
 }
 
 var targets = map[string]target{
-	rowT1:      {">= 1.2x", func(r, _, _ float64) bool { return r >= 1.2 }},
-	rowT1R:     {">= 1.2x", func(r, _, _ float64) bool { return r >= 1.2 }},
-	rowT8:      {">= 1.2x", func(r, _, _ float64) bool { return r >= 1.2 }},
-	rowT8R:     {">= 1.2x", func(r, _, _ float64) bool { return r >= 1.2 }},
-	rowRTT50:   {"<= 0.5x", func(r, _, _ float64) bool { return r <= 0.5 }},
-	rowConn50:  {"<= 2.5x direct", func(_, p, d float64) bool { return d > 0 && p/d <= 2.5 }},
-	rowCPU1:    {"<= 1.0x", func(r, _, _ float64) bool { return r <= 1 }},
-	rowCPU1R:   {"<= 1.0x", func(r, _, _ float64) bool { return r <= 1 }},
-	rowSrvConn: {"<= 24 KiB", func(_, p, _ float64) bool { return p <= 24 }},
-	rowSrvNode: {"<= 64 KiB", func(_, p, _ float64) bool { return p <= 64 }},
-	rowD1:      {">= 1.0x", func(r, _, _ float64) bool { return r >= 1 }},
-	rowD1R:     {">= 1.0x", func(r, _, _ float64) bool { return r >= 1 }},
-	rowD8:      {">= 1.0x", func(r, _, _ float64) bool { return r >= 1 }},
-	rowD8R:     {">= 1.0x", func(r, _, _ float64) bool { return r >= 1 }},
+	rowT1:        {">= 1.2x", func(r, _, _ float64) bool { return r >= 1.2 }},
+	rowT1R:       {">= 1.2x", func(r, _, _ float64) bool { return r >= 1.2 }},
+	rowT8:        {">= 1.2x", func(r, _, _ float64) bool { return r >= 1.2 }},
+	rowT8R:       {">= 1.2x", func(r, _, _ float64) bool { return r >= 1.2 }},
+	rowRTT50:     {"<= 0.5x", func(r, _, _ float64) bool { return r <= 0.5 }},
+	rowConn50:    {"<= 2.5x direct", func(_, p, d float64) bool { return d > 0 && p/d <= 2.5 }},
+	rowCPU1:      {"<= 1.0x", func(r, _, _ float64) bool { return r <= 1 }},
+	rowCPU1R:     {"<= 1.0x", func(r, _, _ float64) bool { return r <= 1 }},
+	rowSrvConn:   {"<= 24 KiB", func(_, p, _ float64) bool { return p <= 24 }},
+	rowSrvNode:   {"<= 64 KiB", func(_, p, _ float64) bool { return p <= 64 }},
+	rowSrvNode1k: {"<= 64 KiB", func(_, p, _ float64) bool { return p <= 64 }},
+	rowD1:        {">= 1.0x", func(r, _, _ float64) bool { return r >= 1 }},
+	rowD1R:       {">= 1.0x", func(r, _, _ float64) bool { return r >= 1 }},
+	rowD8:        {">= 1.0x", func(r, _, _ float64) bool { return r >= 1 }},
+	rowD8R:       {">= 1.0x", func(r, _, _ float64) bool { return r >= 1 }},
 }
 
 var rowOrder = []string{
 	rowT1, rowT1R, rowT8, rowT8R, rowRTT50, rowRTT99, rowConn50, rowConn99, rowCPU1, rowCPU1R,
-	rowSrvIdle, rowCliIdle, rowSrvConn, rowCliConn, rowSrvNode, rowListener, rowSimNode, rowNodeCPU, rowNodeUp,
+	rowSrvIdle, rowCliIdle, rowSrvConn, rowCliConn, rowSrvNode1k, rowNodeUp1k, rowSrvNode, rowListener, rowSimNode, rowNodeCPU, rowNodeUp,
 	rowD1, rowD1R, rowD8, rowD8R,
 }
 
