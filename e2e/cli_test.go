@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +216,56 @@ backoff-max = 1s
 	res := run(t, nodeBin, "run", "--config", bad)
 	if want := bad + ":3"; res.code == 0 || !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "relay-port") {
 		t.Errorf("node run with unknown key at line 3: exit %d, stderr %q; want non-zero naming %s and the key", res.code, res.stderr, want)
+	}
+}
+
+// TestProcs checks --procs: the node runs Go on one CPU unless told
+// otherwise (flag over environment over default), the relay takes the flag,
+// and a negative count is refused with the flag's name.
+func TestProcs(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	r := d.serve(t, "ssh", "127.0.0.1:0")
+	var env []string // this test's environment without GOMAXPROCS
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOMAXPROCS=") {
+			env = append(env, kv)
+		}
+	}
+	for i, tc := range []struct {
+		env   string
+		flags []string
+		want  int
+	}{
+		{want: 1},
+		{env: "GOMAXPROCS=2", want: 2},
+		{env: "GOMAXPROCS=3", flags: []string{"--procs", "2"}, want: 2},
+		{flags: []string{"--procs", "0"}, want: runtime.GOMAXPROCS(0)},
+	} {
+		name := fmt.Sprintf("procs-%d", i)
+		key := d.addPlaynode(t, name)
+		args := append(d.nodeArgs(r, name, key, "echo=1"), tc.flags...)
+		penv := env
+		if tc.env != "" {
+			penv = append(slices.Clip(env), tc.env)
+		}
+		if tc.want == runtime.GOMAXPROCS(0) && os.Getenv("GOMAXPROCS") != "" {
+			continue // this test's own count is not Go's default then
+		}
+		p := startEnv(t, "node "+name, penv, nodeBin, args...)
+		if got := p.waitLog(t, 1, "node starting").num(t, "procs"); got != tc.want {
+			t.Errorf("env %q, flags %q: node logs procs=%d, want %d", tc.env, tc.flags, got, tc.want)
+		}
+	}
+
+	res := run(t, nodeBin, append(d.nodeArgs(r, "procs-bad", d.addPlaynode(t, "procs-bad"), "echo=1"), "--procs", "-1")...)
+	if res.code == 0 || !strings.Contains(res.stderr, "--procs -1") {
+		t.Errorf("node run --procs -1: exit %d, stderr %q; want non-zero naming --procs -1", res.code, res.stderr)
+	}
+
+	p := start(t, "relay procs", relayBin, "--log-format", "json", "serve", "--data", t.TempDir(),
+		"--listen", "127.0.0.1:0", "--ports", d.ports, "--procs", "1")
+	if got := p.waitLog(t, 1, "relay listening").num(t, "procs"); got != 1 {
+		t.Errorf("relay serve --procs 1 logs procs=%d, want 1", got)
 	}
 }

@@ -85,9 +85,17 @@ type proc struct {
 
 func start(t *testing.T, name, path string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, name, nil, path, args...)
+}
+
+// startEnv is start with env as the process's environment (nil: this
+// test's).
+func startEnv(t *testing.T, name string, env []string, path string, args ...string) *proc {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.CommandContext(ctx, path, args...)
+	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -155,6 +163,16 @@ func (e logEntry) port(t *testing.T, key string) uint16 {
 		t.Fatalf("log line %v: attribute %q is %v, want a port number", e, key, e[key])
 	}
 	return uint16(f)
+}
+
+// num reads a numeric attribute.
+func (e logEntry) num(t *testing.T, key string) int {
+	t.Helper()
+	f, ok := e[key].(float64)
+	if !ok {
+		t.Fatalf("log line %v: attribute %q is %v, want a number", e, key, e[key])
+	}
+	return int(f)
 }
 
 // logs parses the JSON lines of the process's stderr, skipping anything else.

@@ -16,9 +16,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"paradigm/internal/cliflags"
 	"paradigm/internal/identity"
 	"paradigm/internal/lockfile"
-	"paradigm/internal/logflags"
 	"paradigm/internal/node"
 )
 
@@ -38,7 +38,7 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:  "paradigm-node",
 		Usage: "keep this playnode's services reachable through a paradigm relay",
-		Flags: logflags.Flags("PARADIGM_NODE"),
+		Flags: cliflags.Flags("PARADIGM_NODE"),
 		Commands: []*cli.Command{
 			{
 				Name:  "keygen",
@@ -83,6 +83,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "lock", Value: filepath.Join(os.TempDir(), "paradigm-node.lock"), Usage: "single-instance lock: a second run with the same lock exits 0 at once", EnvVars: []string{"PARADIGM_NODE_LOCK"}},
 		&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_NODE_KEEPALIVE"}},
 		&cli.DurationFlag{Name: "backoff-max", Value: 30 * time.Second, Usage: "longest wait between reconnection attempts", EnvVars: []string{"PARADIGM_NODE_BACKOFF_MAX"}},
+		&cli.IntFlag{Name: "procs", Value: 1, Usage: "CPUs running the node's Go code at once (GOMAXPROCS), 0 for all; 1 forwards with the least CPU per byte and leaves the other cores to the device's player", EnvVars: []string{"PARADIGM_NODE_PROCS"}},
 	}
 }
 
@@ -133,8 +134,11 @@ func run(c *cli.Context) error {
 			return err
 		}
 	}
-	log, err := logflags.New(c, os.Stderr)
+	log, err := cliflags.New(c, os.Stderr)
 	if err != nil {
+		return err
+	}
+	if err := cliflags.SetProcs(c, "procs"); err != nil {
 		return err
 	}
 	cfg := node.Config{

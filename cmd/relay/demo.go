@@ -14,8 +14,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"paradigm/internal/cliflags"
 	"paradigm/internal/identity"
-	"paradigm/internal/logflags"
 	"paradigm/internal/node"
 	"paradigm/internal/relay"
 )
@@ -38,7 +38,7 @@ func demoCommand() *cli.Command {
 }
 
 func demo(c *cli.Context) error {
-	log, err := logflags.New(c, os.Stderr)
+	log, err := cliflags.New(c, os.Stderr)
 	if err != nil {
 		return err
 	}

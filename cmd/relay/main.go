@@ -18,8 +18,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"paradigm/internal/cliflags"
 	"paradigm/internal/identity"
-	"paradigm/internal/logflags"
 	"paradigm/internal/proto"
 	"paradigm/internal/relay"
 	"paradigm/internal/store"
@@ -45,7 +45,7 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:                 "paradigm-relay",
 		Usage:                "expose the services of every playnode on this server's loopback at stable portaliases",
-		Flags:                logflags.Flags("PARADIGM_RELAY"),
+		Flags:                cliflags.Flags("PARADIGM_RELAY"),
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			serveCommand(),
@@ -92,13 +92,17 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-streams-per-node", Value: relay.DefaultMaxStreamsPerNode, Usage: "connections forwarded to one playnode at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_NODE"}},
 			&cli.IntFlag{Name: "max-streams-per-portalias", Value: relay.DefaultMaxStreamsPerPortalias, Usage: "connections forwarded through one portalias at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_PORTALIAS"}},
 			&cli.DurationFlag{Name: "reload-interval", Value: 2 * time.Second, Usage: "how often edits to authorized_nodes and portaliases are picked up", EnvVars: []string{"PARADIGM_RELAY_RELOAD_INTERVAL"}},
+			&cli.IntFlag{Name: "procs", Value: 0, DefaultText: "0: all CPUs", Usage: "CPUs running the relay's Go code at once (GOMAXPROCS), 0 for all", EnvVars: []string{"PARADIGM_RELAY_PROCS"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return fmt.Errorf("serve takes no arguments, got %q", c.Args().Slice())
 			}
-			log, err := logflags.New(c, os.Stderr)
+			log, err := cliflags.New(c, os.Stderr)
 			if err != nil {
+				return err
+			}
+			if err := cliflags.SetProcs(c, "procs"); err != nil {
 				return err
 			}
 			low, high, err := relay.ParsePortRange(c.String("ports"))

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -183,7 +184,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	r.ctx = ctx
 	attrs := []any{"addr", r.ln.Addr().String(), "fingerprint", identity.Fingerprint(r.hostKey.PublicKey()),
-		"portaliases", r.table.Len(), "ports", fmt.Sprintf("%d-%d", r.cfg.PortLow, r.cfg.PortHigh), "bind", r.cfg.Bind}
+		"portaliases", r.table.Len(), "ports", fmt.Sprintf("%d-%d", r.cfg.PortLow, r.cfg.PortHigh), "bind", r.cfg.Bind,
+		"procs", runtime.GOMAXPROCS(0)}
 	if r.quic != nil {
 		attrs = append(attrs, "quic_addr", r.quic.Addr().String())
 		r.wg.Add(1)

@@ -1,11 +1,14 @@
-// Package logflags is the logging configuration both binaries share: the
-// --log-level and --log-format flags and the slog handler they select.
-package logflags
+// Package cliflags is the command-line configuration both binaries share:
+// the --log-level and --log-format flags and the slog handler they select,
+// and the --procs setting.
+package cliflags
 
 import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -35,4 +38,24 @@ func New(c *cli.Context, w io.Writer) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: want text or json", c.String("log-format"))
 	}
+}
+
+// SetProcs applies the int flag name (--procs) to GOMAXPROCS: 0 restores
+// Go's default (the CPUs this process may use), more sets that many. A
+// GOMAXPROCS environment variable wins over the flag's default, not over
+// the flag given explicitly.
+func SetProcs(c *cli.Context, name string) error {
+	n := c.Int(name)
+	if n < 0 {
+		return fmt.Errorf("--%s %d: want 0 (all CPUs) or a positive count", name, n)
+	}
+	if !c.IsSet(name) && os.Getenv("GOMAXPROCS") != "" {
+		return nil
+	}
+	if n == 0 {
+		runtime.SetDefaultGOMAXPROCS()
+		return nil
+	}
+	runtime.GOMAXPROCS(n)
+	return nil
 }
