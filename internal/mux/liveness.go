@@ -94,10 +94,11 @@ func (c *activityConn) acksFlowing(d time.Duration) bool {
 // The checks run on a timer, not in a goroutine of their own: one goroutine
 // (and its stack) less per idle session on each end. At most one keepalive
 // request is in flight; its goroutine ends when the reply arrives or the
-// connection closes. The returned stop ends the checks; a check already
-// running finishes.
-func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, done <-chan struct{}, dead func()) (stop func()) {
-	w := &livenessWatch{conn: conn, ac: ac, keepalive: keepalive, done: done, dead: dead}
+// connection closes. The first check after done is closed calls ended and
+// stops. The returned stop ends the checks; a check already running
+// finishes.
+func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, done <-chan struct{}, dead, ended func()) (stop func()) {
+	w := &livenessWatch{conn: conn, ac: ac, keepalive: keepalive, done: done, dead: dead, ended: ended}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.timer = time.AfterFunc(keepalive/livenessTicks, w.check)
@@ -116,6 +117,7 @@ type livenessWatch struct {
 	keepalive time.Duration
 	done      <-chan struct{}
 	dead      func()
+	ended     func()
 	sentAt    atomic.Int64 // monoNanos of the request in flight, 0 if none
 
 	mu      sync.Mutex
@@ -127,6 +129,7 @@ type livenessWatch struct {
 func (w *livenessWatch) check() {
 	select {
 	case <-w.done:
+		w.ended()
 		return
 	default:
 	}

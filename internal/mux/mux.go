@@ -27,6 +27,10 @@ type Session interface {
 	// Done is closed once the session is dead: peer gone, keepalive failed,
 	// or Close called.
 	Done() <-chan struct{}
+	// Context is cancelled once the session is dead, after Done is closed,
+	// so that context.AfterFunc can clean up after it without a goroutine
+	// that waits for the session's whole life.
+	Context() context.Context
 	// Err says why the session ended, nil while it is alive. It always
 	// matches ErrSessionClosed, and ErrKeepaliveTimeout when the link died.
 	Err() error

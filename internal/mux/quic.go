@@ -118,8 +118,10 @@ type quicSession struct {
 	log   *slog.Logger // node sessions only: MigrateQUIC's buffer warning
 	onEnd func()       // relay sessions only: drops the session from its listener
 
-	done chan struct{} // closed after err is set
-	err  error
+	done   chan struct{} // closed after err is set
+	err    error
+	ctx    context.Context // cancelled after done is closed
+	cancel context.CancelFunc
 
 	streams atomic.Int64
 	// local is LocalAddr: quic-go's Conn.LocalAddr reads a field its run
@@ -129,18 +131,19 @@ type quicSession struct {
 	mu         sync.Mutex
 	transports []*quic.Transport // closed in Close, last first
 	closed     bool
-	wg         sync.WaitGroup
 	once       sync.Once
 }
 
 func newQUICSession(conn *quic.Conn) *quicSession {
 	s := &quicSession{conn: conn, done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	local := conn.LocalAddr()
 	s.local.Store(&local)
-	s.wg.Go(func() {
-		<-conn.Context().Done()
+	// No goroutine waits for the end: one less per idle session.
+	context.AfterFunc(conn.Context(), func() {
 		s.err = fmt.Errorf("%w: %w", ErrSessionClosed, quicCause(context.Cause(conn.Context())))
 		close(s.done)
+		s.cancel()
 	})
 	return s
 }
@@ -223,7 +226,7 @@ func (s *quicSession) Close() error {
 			trs[i].Close()
 			trs[i].Conn.Close()
 		}
-		s.wg.Wait()
+		<-s.done
 		if s.onEnd != nil {
 			s.onEnd()
 		}
@@ -232,6 +235,8 @@ func (s *quicSession) Close() error {
 }
 
 func (s *quicSession) Done() <-chan struct{} { return s.done }
+
+func (s *quicSession) Context() context.Context { return s.ctx }
 
 func (s *quicSession) Err() error {
 	select {

@@ -273,7 +273,7 @@ func (l *QUICListener) Close() error {
 		l.tr.Close()
 		l.tr.Conn.Close()
 		for _, s := range sessions {
-			s.wg.Wait() // the watcher ends with the connection
+			<-s.done // set when the connection ended
 		}
 	})
 	return nil

@@ -169,6 +169,11 @@ func TestSSHKeepaliveDetectsBlackhole(t *testing.T) {
 		if !errors.Is(s.Err(), mux.ErrKeepaliveTimeout) {
 			t.Errorf("Err() = %v, want ErrKeepaliveTimeout", s.Err())
 		}
+		select {
+		case <-s.Context().Done():
+		case <-time.After(muxtest.Timeout):
+			t.Errorf("Context not cancelled %v after the keepalive timeout", muxtest.Timeout)
+		}
 	}
 	if err := <-readErr; !errors.Is(err, mux.ErrKeepaliveTimeout) {
 		t.Errorf("in-flight Read: got %v, want ErrKeepaliveTimeout", err)

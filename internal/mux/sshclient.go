@@ -93,6 +93,9 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 			}
 			nc.Reject(ssh.Prohibited, "a playnode accepts only "+ChannelType+" channels")
 		})
+		if s := sess.Load(); s != nil {
+			s.ended() // the connection is gone, so is yamux on it
+		}
 	})
 	if err := handshakeDone(); err != nil {
 		cc.Close()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -116,11 +117,15 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		sc.Close()
 		return fail("wait for mux channel", err)
 	}
+	var sess atomic.Pointer[sshSession]
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		serveConn(reqs, chans, chReqs, func(nc ssh.NewChannel) {
 			nc.Reject(ssh.Prohibited, "one "+ChannelType+" channel per connection")
 		})
+		if s := sess.Load(); s != nil {
+			s.ended() // the connection is gone, so is yamux on it
+		}
 	})
 	if err := handshakeDone(); err != nil {
 		sc.Close()
@@ -131,6 +136,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 	if err != nil {
 		return nil, Peer{}, fmt.Errorf("accept ssh from %s: %w", remote, err)
 	}
+	sess.Store(s)
 	res, ok := sc.Permissions.ExtraData[authResultKey{}].(authResult)
 	if !ok { // unreachable: public-key auth is the only method
 		s.Close()

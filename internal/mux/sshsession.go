@@ -53,6 +53,8 @@ type sshSession struct {
 	once      sync.Once
 
 	stopLiveness func()
+	ctx          context.Context // cancelled by ended
+	cancel       context.CancelFunc
 }
 
 // lane is one mux channel and its yamux session.
@@ -81,6 +83,7 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool,
 		wg:      wg,
 	}
 	s.firstDead.Store(-1)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	l, err := s.addLane(ch)
 	if err != nil {
 		conn.Close()
@@ -88,7 +91,7 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool,
 		return nil, fmt.Errorf("start session: %w", err)
 	}
 	s.first = l
-	s.stopLiveness = watchLiveness(conn, ac, opts.Keepalive, s.Done(), func() { s.kill(ErrKeepaliveTimeout) })
+	s.stopLiveness = watchLiveness(conn, ac, opts.Keepalive, s.Done(), func() { s.kill(ErrKeepaliveTimeout) }, s.ended)
 	return s, nil
 }
 
@@ -324,7 +327,19 @@ func (s *sshSession) openLane() (*lane, error) {
 func (s *sshSession) kill(err error) {
 	s.killed.CompareAndSwap(nil, &err)
 	s.first.ymx.Close()
+	s.ended()
 }
+
+// ended cancels Context once the session is dead: it waits for Done.
+// Whatever ends the session calls it: Close, kill, the end of the SSH
+// connection (the goroutine serving it) and, as a backstop, the liveness
+// watch when it finds the session dead.
+func (s *sshSession) ended() {
+	<-s.Done()
+	s.cancel()
+}
+
+func (s *sshSession) Context() context.Context { return s.ctx }
 
 // Done is lane 0's: whichever lane dies closes the connection, and so
 // lane 0.
@@ -411,6 +426,7 @@ func (s *sshSession) Close() error {
 		}
 		s.stopLiveness()
 		s.wg.Wait()
+		s.ended()
 	})
 	return nil
 }

@@ -72,8 +72,9 @@ func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn) (mux.Session, mux.
 	return mux.AcceptSSH(hsCtx, conn, r.serverConfig())
 }
 
-// serveSession runs an authenticated session, whatever its transport, from
-// hello to disconnect.
+// serveSession runs an authenticated session, whatever its transport,
+// through its hello and welcome, and arranges its end: no goroutine of the
+// relay's waits for an idle session.
 func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer, log *slog.Logger) {
 	s, err := r.welcome(ctx, ms, peer, log)
 	if err != nil {
@@ -87,27 +88,27 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 		}
 		return
 	}
-	defer r.unregister(s)
-
 	// The control stream carries nothing from the node after its hello in
-	// protocol version 1: anything else is a protocol error. Reading it
-	// here, rather than in a goroutine of its own, also waits for the end
-	// of the session: the read fails once the session dies, and
-	// cancellation closes the session. One goroutine less per playnode.
+	// protocol version 1, so the relay does not read it (what a node sent
+	// anyway stays within the stream's 256 KiB window). Cancellation closes
+	// the session; the session's end unregisters it. Shutdown waits for
+	// that through r.wg.
 	stop := context.AfterFunc(ctx, func() { s.mux.Close() })
-	defer stop()
-	if m, err := proto.ReadMessage(s.ctrl); err == nil {
-		s.refuse(&proto.Refuse{Code: proto.RefuseProtocol, Reason: fmt.Sprintf("unexpected %T after hello", m)})
-	}
-	s.mux.Close()
-	reason := "link closed"
-	if err := s.mux.Err(); err != nil {
-		reason = err.Error()
-	}
-	if m := s.ended.Load(); m != nil {
-		reason = string(m.Code)
-	}
-	s.log.Info("playnode disconnected", "reason", reason)
+	r.wg.Add(1)
+	context.AfterFunc(s.mux.Context(), func() {
+		defer r.wg.Done()
+		stop()
+		s.mux.Close()
+		r.unregister(s)
+		reason := "link closed"
+		if err := s.mux.Err(); err != nil {
+			reason = err.Error()
+		}
+		if m := s.ended.Load(); m != nil {
+			reason = string(m.Code)
+		}
+		s.log.Info("playnode disconnected", "reason", reason)
+	})
 }
 
 // welcome reads the hello on the node's control stream, assigns

@@ -37,6 +37,7 @@ func Run(t *testing.T, pair PairFunc) {
 		{"ConcurrentStreams", testConcurrentStreams},
 		{"CloseIdempotentUnblocks", testCloseUnblocks},
 		{"PeerCloseEndsSession", testPeerClose},
+		{"ContextEndsWithSession", testContextEnds},
 		{"ContextCancel", testContextCancel},
 		{"DeadSessionReadIsError", testDeadSessionRead},
 	}
@@ -297,6 +298,32 @@ func testPeerClose(t *testing.T, pair PairFunc) {
 	}
 	server.Close()
 	WaitDone(t, client)
+}
+
+// testContextEnds: Context is cancelled once the session is dead, on both
+// ends, on the end that closed it and on its peer, never before Done.
+func testContextEnds(t *testing.T, pair PairFunc) {
+	client, server := pair(t)
+	Open(t, client, server)
+	if client.Context().Err() != nil || server.Context().Err() != nil {
+		t.Fatal("Context cancelled while the session is alive")
+	}
+	server.Close()
+	for _, side := range []struct {
+		name string
+		s    mux.Session
+	}{{"relay (closed it)", server}, {"node (its peer)", client}} {
+		select {
+		case <-side.s.Context().Done():
+		case <-time.After(Timeout):
+			t.Fatalf("%s: Context not cancelled %v after the session ended", side.name, Timeout)
+		}
+		select {
+		case <-side.s.Done():
+		default:
+			t.Errorf("%s: Context cancelled before Done was closed", side.name)
+		}
+	}
 }
 
 func testContextCancel(t *testing.T, pair PairFunc) {
