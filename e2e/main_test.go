@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -269,9 +268,7 @@ func mustRun(t *testing.T, path string, args ...string) string {
 	return res.stdout
 }
 
-// portWindow picks a random range of size ports within 30000-60000, so tests
-// running at once (here or in other packages) rarely share portaliases.
-func portWindow(size int) (low, high int) {
-	low = 30000 + rand.IntN(30000-size)
-	return low, low + size - 1
-}
+// portWindow picks a random range of size ports outside the ephemeral
+// range, so tests running at once (here or in other packages) rarely share
+// portaliases and no client socket holds one.
+func portWindow(size int) (low, high int) { return testenv.PortWindow(size) }

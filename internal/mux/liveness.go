@@ -101,6 +101,7 @@ func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, don
 	w := &livenessWatch{conn: conn, ac: ac, keepalive: keepalive, done: done, dead: dead, ended: ended}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.due = time.Now().Add(keepalive / livenessTicks)
 	w.timer = time.AfterFunc(keepalive/livenessTicks, w.check)
 	return func() {
 		w.mu.Lock()
@@ -122,10 +123,15 @@ type livenessWatch struct {
 
 	mu      sync.Mutex
 	timer   *time.Timer
+	due     time.Time // when the pending check is due
 	stopped bool
 }
 
-// check is one tick; it schedules the next unless the session is over.
+// check is one tick; it schedules the next unless the session is over. It
+// judges the link as of when the tick was due, as a Ticker's time would:
+// on a starved CPU the check runs late, and so does the reader that would
+// have recorded the bytes that did arrive; counting our own lateness as the
+// peer's silence kills healthy sessions on a busy machine.
 func (w *livenessWatch) check() {
 	select {
 	case <-w.done:
@@ -133,7 +139,9 @@ func (w *livenessWatch) check() {
 		return
 	default:
 	}
-	now := time.Now()
+	w.mu.Lock()
+	now := w.due
+	w.mu.Unlock()
 	quiet := w.ac.quietFor(now)
 	if s := w.sentAt.Load(); s != 0 && time.Duration(monoNanos(now)-s) >= unansweredFactor*w.keepalive {
 		w.dead()
@@ -152,6 +160,7 @@ func (w *livenessWatch) check() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.stopped {
+		w.due = time.Now().Add(w.keepalive / livenessTicks)
 		w.timer.Reset(w.keepalive / livenessTicks)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -55,11 +54,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	testenv.WaitFor(t, waitTimeout, what, cond)
 }
 
-// portWindow picks a random 1000-port range, so that tests running in
-// parallel (other packages, other runs) rarely meet.
+// portWindow picks a random 1000-port range outside the ephemeral range,
+// so that tests running in parallel (other packages, other runs) rarely
+// meet and no client socket holds one of its ports.
 func portWindow() (low, high uint16) {
-	low = uint16(30000 + rand.N(30)*1000)
-	return low, low + 999
+	l, h := testenv.PortWindow(1000)
+	return uint16(l), uint16(h)
 }
 
 // transports are what every transport-independent test runs over.

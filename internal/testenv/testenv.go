@@ -1,12 +1,15 @@
 // Package testenv holds what the tests of several packages share: a
-// captured, concurrency-safe log that is printed when a test fails, and
+// captured, concurrency-safe log that is printed when a test fails,
 // waiting on a condition with a deadline (polling, never a sleep used as
-// synchronisation). Only tests import it.
+// synchronisation) and port windows for portaliases. Only tests import it.
 package testenv
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -78,4 +81,29 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
 	}
+}
+
+// PortWindow picks a random range of size ports for portaliases outside
+// the kernel's ephemeral port range (net.ipv4.ip_local_port_range), in the
+// larger of the regions from 10000 below it and above it, so that tests
+// running at once rarely share a window and no outgoing connection of any
+// process can hold one of its ports (a restarted relay must bind its stored
+// portaliases again).
+func PortWindow(size int) (low, high int) {
+	ephLow, ephHigh := 32768, 60999 // Linux's default
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var l, h int
+		if _, err := fmt.Sscan(string(data), &l, &h); err == nil && l > 0 && h >= l && h <= 65535 {
+			ephLow, ephHigh = l, h
+		}
+	}
+	start, end := 10000, ephLow-1 // below the ephemeral range
+	if above := 65535 - ephHigh; above > end-start {
+		start, end = ephHigh+1, 65535
+	}
+	if end-start+1 < size {
+		start, end = 10000, 65535 // nowhere to hide: any window
+	}
+	low = start + rand.IntN(end-start+2-size)
+	return low, low + size - 1
 }
