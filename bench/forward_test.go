@@ -7,13 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/mux/muxtest"
 	"paradigm/internal/node"
 	"paradigm/internal/relay"
 )
@@ -100,21 +100,7 @@ func serve(tb testing.TB, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-const chunk = 1 << 20
-
-// sink reads 1 MiB and answers one byte, for as long as the client sends.
-func sink(c net.Conn) {
-	buf := make([]byte, chunk)
-	for {
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return
-		}
-		if _, err := c.Write([]byte{1}); err != nil {
-			return
-		}
-	}
-}
-
+// echo answers every byte with itself.
 func echo(c net.Conn) {
 	io.CopyBuffer(c, struct{ io.Reader }{c}, make([]byte, 4096))
 }
@@ -124,34 +110,13 @@ func echo(c net.Conn) {
 // acknowledges each MiB with one byte. Allocations count both roles (and the
 // sink); allocs/32KiB is per forwarded splice buffer.
 func BenchmarkForward1MiB(b *testing.B) {
-	p := startPair(b, serve(b, sink))
+	p := startPair(b, serve(b, func(c net.Conn) { muxtest.AckSink(c) }))
 	c, err := net.Dial("tcp", p.portalias)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	payload := bytes.Repeat([]byte{'x'}, chunk)
-	ack := make([]byte, 1)
-	send := func() {
-		if _, err := c.Write(payload); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, ack); err != nil {
-			b.Fatal(err)
-		}
-	}
-	send() // the stream is open and its window has grown
-	b.SetBytes(chunk)
-	b.ReportAllocs()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	ops := 0
-	for b.Loop() {
-		send()
-		ops++
-	}
-	runtime.ReadMemStats(&after)
-	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(ops*chunk/(32<<10)), "allocs/32KiB")
+	muxtest.SendAcked(b, c)
 }
 
 // BenchmarkRoundTrip64 is one 64-byte request and its echo through the

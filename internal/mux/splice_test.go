@@ -5,13 +5,13 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"paradigm/internal/mux"
+	"paradigm/internal/mux/muxtest"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -105,44 +105,9 @@ func TestSpliceHalfClose(t *testing.T) {
 // acknowledges each MiB with one byte. allocs/32KiB is per splice buffer
 // (the target is 0 in steady state).
 func BenchmarkSplice(b *testing.B) {
-	const chunk = 1 << 20
 	client, in := tcpPair(b)
 	out, sink := tcpPair(b)
 	go mux.Splice(in, out)
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			for got := 0; got < chunk; {
-				n, err := sink.Read(buf)
-				if err != nil {
-					return
-				}
-				got += n
-			}
-			if _, err := sink.Write([]byte{1}); err != nil {
-				return
-			}
-		}
-	}()
-	msg, ack := make([]byte, chunk), make([]byte, 1)
-	send := func() {
-		if _, err := client.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(client, ack); err != nil {
-			b.Fatal(err)
-		}
-	}
-	send() // warm the pool and the sockets
-	b.SetBytes(chunk)
-	b.ReportAllocs()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	ops := 0
-	for b.Loop() {
-		send()
-		ops++
-	}
-	runtime.ReadMemStats(&after)
-	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(ops*chunk/(32<<10)), "allocs/32KiB")
+	go muxtest.AckSink(sink)
+	muxtest.SendAcked(b, client)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -417,4 +418,52 @@ func Throughput(b *testing.B, client, server mux.Session) {
 	if err := <-drained; err != nil {
 		b.Fatal(err)
 	}
+}
+
+// AckChunk is what AckSink reads before it acknowledges, and what
+// SendAcked sends per op: 1 MiB.
+const AckChunk = 1 << 20
+
+// AckSink reads c in AckChunk pieces and acknowledges each with one byte,
+// until c fails.
+func AckSink(c io.ReadWriter) {
+	buf := make([]byte, AckChunk+1)
+	ack := buf[AckChunk:] // not a fresh slice per write: no allocation per op
+	for {
+		if _, err := io.ReadFull(c, buf[:AckChunk]); err != nil {
+			return
+		}
+		if _, err := c.Write(ack); err != nil {
+			return
+		}
+	}
+}
+
+// SendAcked is the loop of a bulk benchmark: per op it writes AckChunk to
+// c, whose far end runs AckSink, and waits for the acknowledgement. It
+// reports MB/s, allocations, and allocs/32KiB: allocations of the whole
+// process per 32 KiB moved, i.e. per forwarded splice buffer.
+func SendAcked(b *testing.B, c io.ReadWriter) {
+	payload := bytes.Repeat([]byte{'x'}, AckChunk)
+	ack := make([]byte, 1)
+	send := func() {
+		if _, err := c.Write(payload); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, ack); err != nil {
+			b.Fatal(err)
+		}
+	}
+	send() // streams open, windows grown, buffer pools warm
+	b.SetBytes(AckChunk)
+	b.ReportAllocs()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ops := 0
+	for b.Loop() {
+		send()
+		ops++
+	}
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(ops*AckChunk/(32<<10)), "allocs/32KiB")
 }
