@@ -30,7 +30,7 @@ type Relay struct {
 	ln      net.Listener
 	quic    *mux.QUICListener // nil unless QUICListen is set
 	ctx     context.Context   // cancelled when Run returns
-	wg      sync.WaitGroup    // every goroutine the relay starts
+	wg      sync.WaitGroup    // every goroutine the relay starts, and every live session until its end is handled
 	hsSlots chan struct{}     // bounds handshakes in progress
 	unauth  unauthCounter     // connections not yet authenticated, by source address
 
