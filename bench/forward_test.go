@@ -16,6 +16,7 @@ import (
 	"paradigm/internal/mux/muxtest"
 	"paradigm/internal/node"
 	"paradigm/internal/relay"
+	"paradigm/internal/testenv"
 )
 
 // pair is an in-process relay and one node connected to it over loopback
@@ -80,24 +81,8 @@ func (p *pair) stop() {
 
 // serve runs handle for every connection to a new loopback listener.
 func serve(tb testing.TB, handle func(net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	tb.Helper()
+	return testenv.Serve(tb, 0, func(c *net.TCPConn) { handle(c) })
 }
 
 // echo answers every byte with itself.

@@ -6,10 +6,12 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"paradigm/internal/testenv"
 )
 
 // deployment is one relay data folder set up with the CLI, as an operator
@@ -196,29 +198,10 @@ func (d *deployment) waitLs(t *testing.T, playnode, service string, online bool)
 // needs no OpenSSH, and returns its port.
 func startEcho(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(waitTimeout))
-				io.Copy(c, c)
-			})
-		}
-	})
-	return ln.Addr().(*net.TCPAddr).Port
+	addr := testenv.Serve(t, waitTimeout, func(c *net.TCPConn) { io.Copy(c, c) })
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // echoThrough sends a line to an echo service through its portalias and

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,27 +21,10 @@ const deadline = 10 * time.Second
 // half-closes.
 func echo(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(deadline))
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			})
-		}
+	return testenv.Serve(t, deadline, func(c *net.TCPConn) {
+		io.Copy(c, c)
+		c.CloseWrite()
 	})
-	return ln.Addr().String()
 }
 
 func newProxy(t *testing.T, target string) *Proxy {

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -199,26 +198,7 @@ func faultProxy(t testing.TB, target string) *faultproxy.Proxy {
 // until the test ends.
 func faultServe(t testing.TB, handle func(*net.TCPConn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(faultWait))
-				handle(c.(*net.TCPConn))
-			})
-		}
-	})
-	return ln.Addr().String()
+	return testenv.Serve(t, faultWait, handle)
 }
 
 func faultEcho(t testing.TB) string {

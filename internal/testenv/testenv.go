@@ -1,7 +1,8 @@
 // Package testenv holds what the tests of several packages share: a
 // captured, concurrency-safe log that is printed when a test fails,
 // waiting on a condition with a deadline (polling, never a sleep used as
-// synchronisation) and port windows for portaliases. Only tests import it.
+// synchronisation), loopback services and port windows for portaliases.
+// Only tests import it.
 package testenv
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -106,4 +108,37 @@ func PortWindow(size int) (low, high int) {
 	}
 	low = start + rand.IntN(end-start+2-size)
 	return low, low + size - 1
+}
+
+// Serve runs handle for every connection to a new loopback listener until
+// the test ends, each connection under deadline (0: none) and closed when
+// handle returns, and returns the listener's address. Cleanup closes the
+// listener and waits for every handler.
+func Serve(t testing.TB, deadline time.Duration, handle func(*net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				if deadline > 0 {
+					c.SetDeadline(time.Now().Add(deadline))
+				}
+				handle(c.(*net.TCPConn))
+			})
+		}
+	})
+	return ln.Addr().String()
 }
