@@ -87,7 +87,7 @@ func (d *deployment) serve(t *testing.T, transport, listen string) *relayProc {
 	// A free TCP port, then both bound at its number; rarely another
 	// program takes one in between, and then another port is tried.
 	for range 5 {
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		if r := d.serveOn(t, transport, addr, addr); r != nil {
 			return r
 		}

@@ -5,13 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"paradigm/internal/testenv"
 )
 
 const sshdPath = "/usr/sbin/sshd"
@@ -78,7 +79,7 @@ func startSSHD(t *testing.T) *sshd {
 	// sshd needs a port number: take a free one and retry if another
 	// process grabs it before sshd binds it.
 	for range 5 {
-		port := freePort(t)
+		port := testenv.FreePort(t)
 		config := filepath.Join(dir, "sshd_config")
 		text := fmt.Sprintf(`ListenAddress 127.0.0.1:%d
 HostKey %s
@@ -107,16 +108,6 @@ KbdInteractiveAuthentication no
 	}
 	t.Fatal("sshd found no free port in 5 tries")
 	return nil
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // sshCmd is the real ssh client reaching this sshd through a portalias.

@@ -188,7 +188,7 @@ func startRelay(t *testing.T, transport string) *testRelay {
 	// A free TCP port, then both bound at its number; rarely another
 	// program takes it in between, and then another port is tried.
 	for range 5 {
-		cfg.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+		cfg.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t)))
 		cfg.QUICListen = cfg.Listen
 		if r, err := newRelay(t, cfg); err == nil {
 			r.keyFile = keyFile
@@ -225,16 +225,6 @@ func newRelay(t *testing.T, cfg relay.Config) (*testRelay, error) {
 		cfg.QUICListen = a.String()
 	}
 	return &testRelay{Relay: r, cfg: cfg, log: logs, stop: runUntilCleanup(t, "relay", r.Run)}, nil
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // runUntilCleanup runs run in the background and cancels it, waiting for

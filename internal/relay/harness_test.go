@@ -133,7 +133,7 @@ func newRelay(t *testing.T, cfg *relay.Config, transport string) (*relay.Relay, 
 	var err error
 	for range 5 {
 		c := *cfg
-		c.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t)))
+		c.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t)))
 		c.QUICListen = c.Listen
 		var r *relay.Relay
 		if r, err = relay.New(c); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
@@ -142,16 +142,6 @@ func newRelay(t *testing.T, cfg *relay.Config, transport string) (*relay.Relay, 
 		}
 	}
 	return nil, err
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // stop cancels Run and waits for it; it may be called more than once.

@@ -142,3 +142,16 @@ func Serve(t testing.TB, deadline time.Duration, handle func(*net.TCPConn)) stri
 	})
 	return ln.Addr().String()
 }
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for
+// a program that must be told its port up front (sshd, a restarted relay);
+// another program may take it in between, so callers retry on "in use".
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
