@@ -3,8 +3,6 @@ package mux_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -21,10 +19,7 @@ import (
 
 func newSigner(t testing.TB) ssh.Signer {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	priv, _ := newEd25519(t)
 	s, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
 		t.Fatal(err)

@@ -327,13 +327,13 @@ func (s *sshSession) openLane() (*lane, error) {
 func (s *sshSession) kill(err error) {
 	s.killed.CompareAndSwap(nil, &err)
 	s.first.ymx.Close()
-	s.ended()
 }
 
-// ended cancels Context once the session is dead: it waits for Done.
-// Whatever ends the session calls it: Close, kill, the end of the SSH
-// connection (the goroutine serving it) and, as a backstop, the liveness
-// watch when it finds the session dead.
+// ended cancels Context once the session is dead: it waits for Done. The
+// goroutine serving the SSH connection calls it when the connection ends,
+// which every end of the session brings about (yamux closing a lane closes
+// the connection); the liveness watch calls it as a backstop, for a
+// connection that ended before the session was handed to that goroutine.
 func (s *sshSession) ended() {
 	<-s.Done()
 	s.cancel()
@@ -425,8 +425,7 @@ func (s *sshSession) Close() error {
 			l.ymx.Close()
 		}
 		s.stopLiveness()
-		s.wg.Wait()
-		s.ended()
+		s.wg.Wait() // the connection's goroutine has called ended
 	})
 	return nil
 }
