@@ -63,8 +63,8 @@ func startPair(tb testing.TB, service string) *pair {
 	tb.Cleanup(p.stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if ps, ok := r.Online("bench"); ok && len(ps) == 1 {
-			p.portalias = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ps[0].Portalias)))
+		if pn, ok := r.Snapshot().Playnode("bench"); ok && len(pn.Services) == 1 && pn.Services[0].State == relay.StateOnline {
+			p.portalias = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(pn.Services[0].Portalias)))
 			return p
 		}
 		if time.Now().After(deadline) {

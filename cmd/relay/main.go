@@ -1,33 +1,25 @@
 // Command paradigm-relay is the server side of paradigm: it accepts playnodes
 // on one port and exposes each of their services on this server's loopback
-// at a stable portalias.
+// at a stable portalias. It only parses flags; internal/relay does the work.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strconv"
 	"syscall"
-	"text/tabwriter"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"paradigm/internal/cliflags"
-	"paradigm/internal/identity"
-	"paradigm/internal/proto"
+	"paradigm/internal/demo"
 	"paradigm/internal/relay"
 	"paradigm/internal/store"
 )
 
-const defaultData = "/var/lib/paradigm-relay"
-
-var dataFlag = &cli.StringFlag{Name: "data", Value: defaultData, Usage: "data folder: host key, authorized nodes, portaliases, status", EnvVars: []string{"PARADIGM_RELAY_DATA"}}
+var dataFlag = &cli.StringFlag{Name: "data", Value: "/var/lib/paradigm-relay", Usage: "data folder: host key, authorized nodes, portaliases, status", EnvVars: []string{"PARADIGM_RELAY_DATA"}}
 
 func main() {
 	// quic-go prints its own receive-buffer warning through the log
@@ -54,25 +46,55 @@ func newApp() *cli.App {
 				Usage:     "bind a playnode's public key to its name in the authorized-nodes file",
 				ArgsUsage: "NAME PUBKEY (the public key line, quoted, or a .pub file)",
 				Flags:     []cli.Flag{dataFlag},
-				Action:    authorize,
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 2 {
+						return errors.New("authorize takes NAME and PUBKEY, e.g. authorize signage-042 \"$(cat node.key.pub)\"")
+					}
+					msg, err := relay.AuthorizeNode(c.String("data"), c.Args().Get(0), c.Args().Get(1))
+					return printed(c, msg, err)
+				},
 			},
 			{
-				Name:   "fingerprint",
-				Usage:  "print the relay's host key fingerprint (creating the key if there is none yet)",
-				Flags:  []cli.Flag{dataFlag},
-				Action: fingerprint,
+				Name:  "fingerprint",
+				Usage: "print the relay's host key fingerprint (creating the key if there is none yet)",
+				Flags: []cli.Flag{dataFlag},
+				Action: func(c *cli.Context) error {
+					fp, err := relay.Fingerprint(c.String("data"))
+					return printed(c, fp, err)
+				},
 			},
-			{
-				Name:  "ls",
-				Usage: "list portaliases: playnode, service, service port, portalias, online, last seen",
-				Flags: []cli.Flag{dataFlag,
-					&cli.BoolFlag{Name: "json", Usage: "print a JSON array", EnvVars: []string{"PARADIGM_RELAY_LS_JSON"}}},
-				Action: list,
-			},
+			lsCommand(),
 			aliasCommand(),
-			demoCommand(),
+			{
+				Name:  "demo",
+				Usage: "run a relay and a playnode on loopback with a sample web service, and print the portalias to try",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "ports", Value: fmt.Sprintf("%d-%d", relay.DefaultLowPort, relay.DefaultHiPort), Usage: "range portaliases are assigned from", EnvVars: []string{"PARADIGM_RELAY_DEMO_PORTS"}},
+					&cli.BoolFlag{Name: "once", Usage: "exit after fetching the sample service once through its portalias", EnvVars: []string{"PARADIGM_RELAY_DEMO_ONCE"}},
+				},
+				Action: func(c *cli.Context) error {
+					log, err := cliflags.New(c, os.Stderr)
+					if err != nil {
+						return err
+					}
+					low, high, err := relay.ParsePortRange(c.String("ports"))
+					if err != nil {
+						return fmt.Errorf("--ports: %w", err)
+					}
+					return demo.Run(c.Context, demo.Config{PortLow: low, PortHigh: high, Once: c.Bool("once"), Out: c.App.Writer, Logger: log})
+				},
+			},
 		},
 	}
+}
+
+// printed prints msg on its own line unless err.
+func printed(c *cli.Context, msg string, err error) error {
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(c.App.Writer, msg)
+	return nil
 }
 
 func serveCommand() *cli.Command {
@@ -85,13 +107,13 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "quic-listen", Usage: "also serve playnodes over QUIC on this UDP address (e.g. :4422, the same port number as --listen); off when empty", EnvVars: []string{"PARADIGM_RELAY_QUIC_LISTEN"}},
 			&cli.StringFlag{Name: "ports", Value: fmt.Sprintf("%d-%d", relay.DefaultLowPort, relay.DefaultHiPort), Usage: "range portaliases are assigned from", EnvVars: []string{"PARADIGM_RELAY_PORTS"}},
 			&cli.StringFlag{Name: "bind", Value: relay.DefaultBind, Usage: "address portaliases listen on; anything but loopback exposes every playnode's services to the network", EnvVars: []string{"PARADIGM_RELAY_BIND"}},
-			&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_RELAY_KEEPALIVE"}},
-			&cli.DurationFlag{Name: "handshake-timeout", Value: 15 * time.Second, Usage: "bound on SSH handshake, authentication and hello", EnvVars: []string{"PARADIGM_RELAY_HANDSHAKE_TIMEOUT"}},
-			&cli.IntFlag{Name: "max-handshakes", Value: 128, Usage: "handshakes in progress at once", EnvVars: []string{"PARADIGM_RELAY_MAX_HANDSHAKES"}},
+			&cli.DurationFlag{Name: "keepalive", Value: relay.DefaultKeepalive, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_RELAY_KEEPALIVE"}},
+			&cli.DurationFlag{Name: "handshake-timeout", Value: relay.DefaultHandshakeTimeout, Usage: "bound on SSH handshake, authentication and hello", EnvVars: []string{"PARADIGM_RELAY_HANDSHAKE_TIMEOUT"}},
+			&cli.IntFlag{Name: "max-handshakes", Value: relay.DefaultMaxHandshakes, Usage: "handshakes in progress at once", EnvVars: []string{"PARADIGM_RELAY_MAX_HANDSHAKES"}},
 			&cli.IntFlag{Name: "max-unauth-per-address", Value: relay.DefaultMaxUnauthPerAddress, Usage: "connections from one source address that have not authenticated yet; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_UNAUTH_PER_ADDRESS"}},
 			&cli.IntFlag{Name: "max-streams-per-node", Value: relay.DefaultMaxStreamsPerNode, Usage: "connections forwarded to one playnode at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_NODE"}},
 			&cli.IntFlag{Name: "max-streams-per-portalias", Value: relay.DefaultMaxStreamsPerPortalias, Usage: "connections forwarded through one portalias at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_PORTALIAS"}},
-			&cli.DurationFlag{Name: "reload-interval", Value: 2 * time.Second, Usage: "how often edits to authorized_nodes and portaliases are picked up", EnvVars: []string{"PARADIGM_RELAY_RELOAD_INTERVAL"}},
+			&cli.DurationFlag{Name: "reload-interval", Value: relay.DefaultReloadInterval, Usage: "how often edits to authorized_nodes and portaliases are picked up", EnvVars: []string{"PARADIGM_RELAY_RELOAD_INTERVAL"}},
 			&cli.IntFlag{Name: "procs", Value: 0, DefaultText: "0: all CPUs", Usage: "CPUs running the relay's Go code at once (GOMAXPROCS), 0 for all", EnvVars: []string{"PARADIGM_RELAY_PROCS"}},
 		},
 		Action: func(c *cli.Context) error {
@@ -110,21 +132,20 @@ func serveCommand() *cli.Command {
 				return fmt.Errorf("--ports: %w", err)
 			}
 			r, err := relay.New(relay.Config{
-				DataDir:          c.String("data"),
-				Listen:           c.String("listen"),
-				QUICListen:       c.String("quic-listen"),
-				PortLow:          low,
-				PortHigh:         high,
-				Bind:             c.String("bind"),
-				Keepalive:        c.Duration("keepalive"),
-				HandshakeTimeout: c.Duration("handshake-timeout"),
-				MaxHandshakes:    c.Int("max-handshakes"),
-				ReloadInterval:   c.Duration("reload-interval"),
-				Logger:           log,
-
+				DataDir:                c.String("data"),
+				Listen:                 c.String("listen"),
+				QUICListen:             c.String("quic-listen"),
+				PortLow:                low,
+				PortHigh:               high,
+				Bind:                   c.String("bind"),
+				Keepalive:              c.Duration("keepalive"),
+				HandshakeTimeout:       c.Duration("handshake-timeout"),
+				MaxHandshakes:          c.Int("max-handshakes"),
+				ReloadInterval:         c.Duration("reload-interval"),
 				MaxUnauthPerAddress:    c.Int("max-unauth-per-address"),
 				MaxStreamsPerNode:      c.Int("max-streams-per-node"),
 				MaxStreamsPerPortalias: c.Int("max-streams-per-portalias"),
+				Logger:                 log,
 			})
 			if err != nil {
 				return err
@@ -134,76 +155,34 @@ func serveCommand() *cli.Command {
 	}
 }
 
-func authorize(c *cli.Context) error {
-	if c.NArg() != 2 {
-		return errors.New("authorize takes NAME and PUBKEY, e.g. authorize signage-042 \"$(cat node.key.pub)\"")
+func lsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "ls",
+		Usage:     "list portaliases: playnode, service, service port, portalias, online, last seen",
+		ArgsUsage: "[PLAYNODE-PREFIX...]",
+		Flags: []cli.Flag{dataFlag,
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON array", EnvVars: []string{"PARADIGM_RELAY_LS_JSON"}},
+			&cli.BoolFlag{Name: "online", Usage: "only services reachable now"},
+			&cli.BoolFlag{Name: "offline", Usage: "only services not reachable now"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Bool("online") && c.Bool("offline") {
+				return errors.New("--online and --offline exclude each other")
+			}
+			rows, running, err := relay.List(c.String("data"))
+			if err != nil {
+				return err
+			}
+			f := relay.Filter{Prefixes: c.Args().Slice(), Online: c.Bool("online"), Offline: c.Bool("offline")}
+			if err := relay.WriteRows(c.App.Writer, f.Apply(rows), c.Bool("json")); err != nil {
+				return err
+			}
+			if !running {
+				fmt.Fprintln(c.App.ErrWriter, "(no relay is running on this data folder: every playnode is shown offline)")
+			}
+			return nil
+		},
 	}
-	name, arg := c.Args().Get(0), c.Args().Get(1)
-	key, comment, err := identity.ParsePublic(arg)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(c.String("data"), 0o700); err != nil {
-		return fmt.Errorf("create data folder: %w", err)
-	}
-	err = relay.Authorize(filepath.Join(c.String("data"), relay.AuthorizedFile), name, key, comment)
-	if errors.Is(err, relay.ErrAlreadyAuthorized) {
-		fmt.Fprintln(c.App.Writer, err)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.App.Writer, "authorized playnode %s with key %s\n", name, identity.Fingerprint(key))
-	return nil
-}
-
-func fingerprint(c *cli.Context) error {
-	if err := os.MkdirAll(c.String("data"), 0o700); err != nil {
-		return fmt.Errorf("create data folder: %w", err)
-	}
-	key, err := identity.LoadOrCreate(filepath.Join(c.String("data"), relay.HostKeyFile), "paradigm-relay")
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(c.App.Writer, identity.Fingerprint(key.PublicKey()))
-	return nil
-}
-
-func list(c *cli.Context) error {
-	rows, running, err := relay.List(c.String("data"))
-	if err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		if rows == nil {
-			rows = []relay.Row{}
-		}
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
-	}
-	w := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "PLAYNODE\tSERVICE\tSERVICE PORT\tPORTALIAS\tONLINE\tLAST SEEN")
-	for _, r := range rows {
-		port, online, seen := "-", "no", "never"
-		if r.ServicePort != 0 {
-			port = strconv.Itoa(int(r.ServicePort))
-		}
-		if r.Online {
-			online, seen = "yes", "now"
-		} else if !r.LastSeen.IsZero() {
-			seen = r.LastSeen.Local().Format(time.DateTime)
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Playnode, r.Service, port, r.Portalias, online, seen)
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if !running {
-		fmt.Fprintln(c.App.ErrWriter, "(no relay is running on this data folder: every playnode is shown offline)")
-	}
-	return nil
 }
 
 func aliasCommand() *cli.Command {
@@ -213,31 +192,21 @@ func aliasCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:      "set",
-				Usage:     "pin or move a playnode service's portalias",
+				Usage:     "pin or move a playnode service's portalias; with a running relay, returns once it is bound",
 				ArgsUsage: "PLAYNODE SERVICE PORTALIAS",
-				Flags:     []cli.Flag{dataFlag},
+				Flags: []cli.Flag{dataFlag,
+					&cli.BoolFlag{Name: "force", Usage: "allow a portalias outside the relay's --ports"}},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 3 {
 						return errors.New("alias set takes PLAYNODE SERVICE PORTALIAS")
 					}
-					a := store.Assignment{Playnode: c.Args().Get(0), Service: c.Args().Get(1)}
-					port, err := strconv.ParseUint(c.Args().Get(2), 10, 16)
-					if err != nil || port == 0 {
-						return fmt.Errorf("portalias %q is not a port number (1-65535)", c.Args().Get(2))
-					}
-					a.Portalias = uint16(port)
-					if err := proto.ValidateName("playnode", a.Playnode); err != nil {
+					port, err := relay.ParsePortalias(c.Args().Get(2))
+					if err != nil {
 						return err
 					}
-					if err := proto.ValidateName("service", a.Service); err != nil {
-						return err
-					}
-					f := &store.File{Path: filepath.Join(c.String("data"), relay.PortaliasFile)}
-					if _, err := f.Update(func(t *store.Table) error { return t.Set(a) }); err != nil {
-						return err
-					}
-					fmt.Fprintf(c.App.Writer, "%s %s -> portalias %d\n", a.Playnode, a.Service, a.Portalias)
-					return nil
+					a := store.Assignment{Playnode: c.Args().Get(0), Service: c.Args().Get(1), Portalias: port}
+					err = relay.AliasSet(c.Context, c.String("data"), a, c.Bool("force"))
+					return printed(c, fmt.Sprintf("%s %s -> portalias %d", a.Playnode, a.Service, a.Portalias), err)
 				},
 			},
 			{
@@ -249,28 +218,9 @@ func aliasCommand() *cli.Command {
 					if c.NArg() < 1 || c.NArg() > 2 {
 						return errors.New("alias rm takes PLAYNODE [SERVICE]")
 					}
-					playnode, service := c.Args().Get(0), c.Args().Get(1)
-					removed := 0
-					f := &store.File{Path: filepath.Join(c.String("data"), relay.PortaliasFile)}
-					_, err := f.Update(func(t *store.Table) error {
-						if service == "" {
-							removed = t.RemovePlaynode(playnode)
-						} else if t.Remove(playnode, service) {
-							removed = 1
-						}
-						return nil
-					})
-					if err != nil {
-						return err
-					}
-					if removed == 0 {
-						if service == "" {
-							return fmt.Errorf("playnode %s has no portalias", playnode)
-						}
-						return fmt.Errorf("playnode %s has no portalias for service %s", playnode, service)
-					}
-					fmt.Fprintf(c.App.Writer, "removed %d portalias(es) of %s\n", removed, playnode)
-					return nil
+					playnode := c.Args().Get(0)
+					n, err := relay.AliasRemove(c.Context, c.String("data"), playnode, c.Args().Get(1))
+					return printed(c, fmt.Sprintf("removed %d portalias(es) of %s", n, playnode), err)
 				},
 			},
 		},

@@ -47,6 +47,10 @@ var (
 	// ErrKeepaliveTimeout means a keepalive ping went unanswered: the link
 	// is dead or half-open.
 	ErrKeepaliveTimeout = errors.New("keepalive timeout")
+	// ErrPeerClosed is matched by Session.Err when the peer ended the
+	// connection itself (it stopped, or its process died and its kernel
+	// closed the socket), as opposed to a link that went silent or broke.
+	ErrPeerClosed = errors.New("peer closed the connection")
 	// ErrNotSSH means the peer's first bytes were not an SSH version line
 	// (a port scanner, an HTTP client, a misconfigured node).
 	ErrNotSSH = errors.New("not an ssh client")
@@ -75,8 +79,17 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Defaults both roles share; the relay's and the node's flags show them.
 const (
-	defaultKeepalive    = 10 * time.Second
+	// DefaultKeepalive is Options.Keepalive's default.
+	DefaultKeepalive = 10 * time.Second
+	// DefaultHandshakeTimeout bounds a handshake (transport, authentication
+	// and, on the relay, the hello) when the caller sets no bound.
+	DefaultHandshakeTimeout = 15 * time.Second
+)
+
+const (
+	defaultKeepalive    = DefaultKeepalive
 	defaultStreamWindow = 4 << 20
 	minStreamWindow     = 256 << 10 // yamux initialStreamWindow
 	nodeAcceptBacklog   = 1024

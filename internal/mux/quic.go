@@ -159,7 +159,7 @@ func quicCause(err error) error {
 	case errors.As(err, &app) && !app.Remote:
 		return err // our own Close; matches net.ErrClosed
 	case errors.As(err, &app):
-		return fmt.Errorf("peer closed the connection: %w", err)
+		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
 	case errors.As(err, &reset):
 		return fmt.Errorf("peer lost the connection state (restarted?): %w", err)
 	case err == nil || errors.Is(err, io.EOF):

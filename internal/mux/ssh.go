@@ -15,7 +15,7 @@ const ChannelType = "paradigm-mux@v1"
 
 const (
 	sshVersion              = "SSH-2.0-paradigm"
-	defaultHandshakeTimeout = 10 * time.Second
+	defaultHandshakeTimeout = DefaultHandshakeTimeout
 	requestKeepalive        = "keepalive@openssh.com"
 )
 

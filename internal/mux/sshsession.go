@@ -388,7 +388,7 @@ func (s *sshSession) cause() error {
 		return errors.New("peer did not acknowledge a new stream in time")
 	case errors.Is(err, io.EOF):
 		// Never wrap io.EOF: callers take it for a clean end of stream.
-		return fmt.Errorf("peer closed the connection: %w", io.ErrUnexpectedEOF)
+		return fmt.Errorf("%w: %w", ErrPeerClosed, io.ErrUnexpectedEOF)
 	}
 	return err
 }

@@ -130,7 +130,7 @@ func TestAutoFallsBackToSSH(t *testing.T) {
 	start := time.Now()
 	logs, _ := startNode(t, cfg)
 	const margin = 3 * time.Second
-	waitUntil(t, quicProbeTimeout+margin, "dev1 online", func() bool { _, ok := r.Online("dev1"); return ok })
+	waitUntil(t, quicProbeTimeout+margin, "dev1 online", func() bool { return online(r, "dev1") })
 	t.Logf("online over ssh %v after start", time.Since(start).Round(time.Millisecond))
 	waitFor(t, "the node to log its session", func() bool { return strings.Contains(logs.String(), "connected to relay") })
 	if !strings.Contains(logs.String(), "quic to relay failed, falling back to ssh") {
@@ -152,7 +152,7 @@ func TestAutoFallsBackToSSH(t *testing.T) {
 	})
 	r2 := runRelay(t, r.cfg)
 	start = time.Now()
-	waitUntil(t, margin, "dev1 online again", func() bool { _, ok := r2.Online("dev1"); return ok })
+	waitUntil(t, margin, "dev1 online again", func() bool { return online(r2, "dev1") })
 	t.Logf("online again %v after the relay restarted", time.Since(start).Round(time.Millisecond))
 	if got := hole.received.Load(); got != probes {
 		t.Errorf("%d datagrams to the blackholed UDP port after the fallback, want none", got-probes)
@@ -171,8 +171,8 @@ func TestAutoUsesQUIC(t *testing.T) {
 		KeyFile: r.keyFile, Name: "dev1", Services: []Service{{"ssh", "127.0.0.1:22"}}}
 	logs, _ := startNode(t, cfg)
 	waitFor(t, "dev1 online over quic", func() bool {
-		_, ok := r.Online("dev1")
-		return ok && strings.Contains(r.log.String(), "transport=quic playnode=dev1")
+		p, ok := r.Snapshot().Playnode("dev1")
+		return ok && p.Online && p.Transport == TransportQUIC
 	})
 	waitFor(t, "the node to log its session", func() bool { return strings.Contains(logs.String(), "connected to relay") })
 	if !strings.Contains(logs.String(), "transport=quic") || strings.Contains(logs.String(), "falling back") {
@@ -186,10 +186,9 @@ func TestAutoUsesQUIC(t *testing.T) {
 		return strings.Count(logs.String(), "disconnected from relay") >= 2
 	})
 	r2 := runRelay(t, r.cfg)
-	waitUntil(t, quicProbeTimeout+waitTimeout, "dev1 online again", func() bool { _, ok := r2.Online("dev1"); return ok })
-	waitFor(t, "the relay to log the session", func() bool { return strings.Contains(r2.log.String(), "playnode connected") })
-	if !strings.Contains(r2.log.String(), "transport=quic playnode=dev1") {
-		t.Fatalf("after the relay restarted, dev1 did not come back over quic")
+	waitUntil(t, quicProbeTimeout+waitTimeout, "dev1 online again", func() bool { return online(r2, "dev1") })
+	if p, _ := r2.Snapshot().Playnode("dev1"); p.Transport != TransportQUIC {
+		t.Fatalf("after the relay restarted, dev1 came back over %s, want quic", p.Transport)
 	}
 }
 

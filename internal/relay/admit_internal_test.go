@@ -13,6 +13,7 @@ func TestAdmitQUIC(t *testing.T) {
 		cfg:     Config{MaxUnauthPerAddress: 2, MaxHandshakes: 3},
 		log:     slog.New(slog.DiscardHandler),
 		hsSlots: make(chan struct{}, 3),
+		reg:     newRegistry(&authorizedSet{}, nil),
 	}
 	a := &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: 1000}
 	b := &net.UDPAddr{IP: net.ParseIP("127.0.0.2"), Port: 1000}

@@ -10,6 +10,9 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"paradigm/internal/mux"
+	"paradigm/internal/store"
 )
 
 // Files inside the data folder besides AuthorizedFile and the host key.
@@ -26,6 +29,11 @@ const (
 	DefaultMaxUnauthPerAddress    = 16
 	DefaultMaxStreamsPerNode      = 1024
 	DefaultMaxStreamsPerPortalias = 256
+	DefaultMaxHandshakes          = 128
+	DefaultKeepalive              = mux.DefaultKeepalive
+	DefaultHandshakeTimeout       = mux.DefaultHandshakeTimeout
+	DefaultReloadInterval         = 2 * time.Second
+	DefaultStreamOpenTimeout      = 10 * time.Second
 )
 
 // Config is everything Run needs; cmd/relay fills it from flags.
@@ -65,10 +73,13 @@ type Config struct {
 	// ReloadInterval is how often the relay looks for changes to the
 	// authorized-nodes and portalias files and retries unbound portaliases.
 	ReloadInterval time.Duration
-	// DialTimeout bounds opening a stream to the playnode for a new
+	// StreamOpenTimeout bounds opening a stream to the playnode for a new
 	// connection to a portalias.
 	StreamOpenTimeout time.Duration
-	Logger            *slog.Logger
+	// Store holds the portalias assignments; nil means the flat file
+	// DataDir/portaliases, checked for edits every ReloadInterval.
+	Store  store.Store
+	Logger *slog.Logger
 }
 
 // setDefaults fills zero fields and validates the rest once.
@@ -92,13 +103,13 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("bind address %q is not an IP address", c.Bind)
 	}
 	if c.Keepalive <= 0 {
-		c.Keepalive = 10 * time.Second
+		c.Keepalive = DefaultKeepalive
 	}
 	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 15 * time.Second
+		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if c.MaxHandshakes <= 0 {
-		c.MaxHandshakes = 128
+		c.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if c.MaxUnauthPerAddress <= 0 {
 		c.MaxUnauthPerAddress = DefaultMaxUnauthPerAddress
@@ -110,10 +121,10 @@ func (c *Config) setDefaults() error {
 		c.MaxStreamsPerPortalias = DefaultMaxStreamsPerPortalias
 	}
 	if c.ReloadInterval <= 0 {
-		c.ReloadInterval = 2 * time.Second
+		c.ReloadInterval = DefaultReloadInterval
 	}
 	if c.StreamOpenTimeout <= 0 {
-		c.StreamOpenTimeout = 10 * time.Second
+		c.StreamOpenTimeout = DefaultStreamOpenTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -113,6 +113,7 @@ func (r *Relay) admitQUIC(remote net.Addr) (func(), bool) {
 		r.log.Warn("too many handshakes in progress, quic connection refused", "remote", remote.String(), "limit", r.cfg.MaxHandshakes)
 		return nil, false
 	}
+	r.reg.counters.handshakes.Add(1)
 	return func() {
 		<-r.hsSlots
 		r.unauth.release(src)

@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -40,7 +41,7 @@ func TestAliasSetMovesLivePortalias(t *testing.T) {
 		r, n, ports := startPair(t, tr, "svc="+replyServer(t, "hi"))
 		old := ports["svc"]
 		moved := freeInRange(t, r, old)
-		if _, err := portaliasFile(r).Update(func(tab *store.Table) error {
+		if _, err := portaliasFile(r).Update(context.Background(), func(tab *store.Table) error {
 			return tab.Set(store.Assignment{Playnode: "dev1", Service: "svc", Portalias: moved})
 		}); err != nil {
 			t.Fatal(err)
@@ -68,7 +69,7 @@ func TestAliasRmClosesListener(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr string) {
 		r, _, ports := startPair(t, tr, "svc="+replyServer(t, "hi"))
 		port := ports["svc"]
-		if _, err := portaliasFile(r).Update(func(tab *store.Table) error {
+		if _, err := portaliasFile(r).Update(context.Background(), func(tab *store.Table) error {
 			if !tab.Remove("dev1", "svc") {
 				t.Error("Remove found nothing")
 			}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -21,32 +20,31 @@ import (
 )
 
 // Relay serves playnodes on one port and owns every portalias listener.
+// Its live state is the registry's; see the package doc for the pieces and
+// the lock order.
 type Relay struct {
 	cfg     Config
 	log     *slog.Logger
 	hostKey ssh.Signer
-	store   *store.File
+	store   store.Store
 	lock    *lockfile.Lock
 	ln      net.Listener
 	quic    *mux.QUICListener // nil unless QUICListen is set
 	ctx     context.Context   // cancelled when Run returns
 	wg      sync.WaitGroup    // every goroutine the relay starts, and every live session until its end is handled
+	subWG   sync.WaitGroup    // event subscribers, which end when the bus closes after wg
 	hsSlots chan struct{}     // bounds handshakes in progress
 	unauth  unauthCounter     // connections not yet authenticated, by source address
 
-	authStamp, storeStamp fileStamp // the file versions load read
+	authStamp store.Stamp // the authorized-nodes version New read
 
-	storeMu sync.Mutex // serialises store updates with applying their result
+	// applyMu serialises committing assignments to the store with applying
+	// them, so tables are applied in commit order. Lock order: applyMu ->
+	// registry.mu. It is never held across a network write.
+	applyMu sync.Mutex
+	reg     *registry
 
-	mu         sync.Mutex
-	auth       *authorizedSet
-	table      *store.Table
-	sessions   map[string]*nodeSession // online playnodes by name
-	listeners  map[uint16]*portListener
-	bindFailed map[uint16]bool      // portaliases whose port was busy, logged once
-	closing    bool                 // shutdown began: bind nothing more
-	busyPorts  map[uint16]time.Time // free in the table but in use by another program, since
-	status     *statusBook
+	statusFailing bool // owned by the status writer, then by shutdown
 }
 
 // New prepares a relay: it takes the data folder's lock, loads (or creates)
@@ -69,15 +67,14 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		lock:       lock,
-		store:      &store.File{Path: filepath.Join(cfg.DataDir, PortaliasFile)},
-		hsSlots:    make(chan struct{}, cfg.MaxHandshakes),
-		sessions:   map[string]*nodeSession{},
-		listeners:  map[uint16]*portListener{},
-		bindFailed: map[uint16]bool{},
-		busyPorts:  map[uint16]time.Time{},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		lock:    lock,
+		store:   cfg.Store,
+		hsSlots: make(chan struct{}, cfg.MaxHandshakes),
+	}
+	if r.store == nil {
+		r.store = &store.File{Path: filepath.Join(cfg.DataDir, PortaliasFile), PollInterval: cfg.ReloadInterval}
 	}
 	if err := r.load(); err != nil {
 		lock.Release()
@@ -91,16 +88,22 @@ func (r *Relay) load() error {
 	if r.hostKey, err = identity.LoadOrCreate(filepath.Join(r.cfg.DataDir, HostKeyFile), "paradigm-relay"); err != nil {
 		return fmt.Errorf("host key: %w", err)
 	}
-	// Stamps first: an edit after them is picked up by watch.
-	r.authStamp = stampOf(filepath.Join(r.cfg.DataDir, AuthorizedFile))
-	r.storeStamp = stampOf(r.store.Path)
-	if r.auth, err = loadAuthorized(filepath.Join(r.cfg.DataDir, AuthorizedFile)); err != nil {
+	authPath := filepath.Join(r.cfg.DataDir, AuthorizedFile)
+	r.authStamp = store.StampOf(authPath) // first: an edit after it is picked up
+	auth, err := loadAuthorized(authPath)
+	if err != nil {
 		return err
 	}
-	if r.table, err = r.store.Load(); err != nil {
+	table, err := r.store.Load(context.Background())
+	if err != nil {
 		return err
 	}
-	r.status = loadStatus(filepath.Join(r.cfg.DataDir, StatusFile), r.log)
+	r.reg = newRegistry(auth, store.New())
+	if doc, err := readStatus(r.statusPath()); err == nil {
+		r.reg.restore(doc)
+	} else if !os.IsNotExist(err) {
+		r.log.Warn("status file unreadable, last seen times start afresh", "err", err)
+	}
 	if !isLoopback(r.cfg.Bind) {
 		r.log.Warn("portaliases are NOT bound to loopback: every service of every playnode is reachable from the network", "bind", r.cfg.Bind)
 	}
@@ -113,9 +116,13 @@ func (r *Relay) load() error {
 			return err
 		}
 	}
-	r.syncListeners(r.table)
+	r.applyMu.Lock()
+	r.apply(table, nil)
+	r.applyMu.Unlock()
 	return nil
 }
+
+func (r *Relay) statusPath() string { return filepath.Join(r.cfg.DataDir, StatusFile) }
 
 // Addr is the address playnodes dial, with the port resolved.
 func (r *Relay) Addr() net.Addr { return r.ln.Addr() }
@@ -128,52 +135,6 @@ func (r *Relay) QUICAddr() net.Addr {
 	return r.quic.Addr()
 }
 
-// listenQUIC opens the QUIC listener with the host key as its identity.
-func (r *Relay) listenQUIC() error {
-	priv, err := identity.LoadEd25519(filepath.Join(r.cfg.DataDir, HostKeyFile))
-	if err != nil {
-		return fmt.Errorf("host key for quic: %w", err)
-	}
-	pconn, err := net.ListenPacket("udp", r.cfg.QUICListen)
-	if err != nil {
-		return fmt.Errorf("listen for playnodes (quic): %w", err)
-	}
-	r.quic, err = mux.ListenQUIC(pconn, &mux.QUICServerConfig{
-		HostKey:          priv,
-		Authorize:        r.authorize,
-		HandshakeTimeout: r.cfg.HandshakeTimeout,
-		Admit:            r.admitQUIC,
-		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
-	})
-	if err != nil {
-		return fmt.Errorf("listen for playnodes (quic): %w", err)
-	}
-	return nil
-}
-
-// acceptQUIC serves QUIC sessions until the listener closes. A peer that
-// fails authentication is logged and the listener goes on.
-func (r *Relay) acceptQUIC(ctx context.Context) {
-	for {
-		s, peer, err := r.quic.Accept(ctx)
-		if errors.Is(err, mux.ErrPeerHandshake) {
-			r.log.Warn("playnode handshake failed", "transport", "quic", "err", err)
-			continue
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				r.log.Error("quic listener stopped", "err", err)
-			}
-			return
-		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.serveSession(ctx, s, peer, r.log.With("remote", peer.Remote.String(), "transport", "quic"))
-		}()
-	}
-}
-
 // HostKey is the relay's public host key.
 func (r *Relay) HostKey() ssh.PublicKey { return r.hostKey.PublicKey() }
 
@@ -184,25 +145,22 @@ func (r *Relay) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	r.ctx = ctx
 	attrs := []any{"addr", r.ln.Addr().String(), "fingerprint", identity.Fingerprint(r.hostKey.PublicKey()),
-		"portaliases", r.table.Len(), "ports", fmt.Sprintf("%d-%d", r.cfg.PortLow, r.cfg.PortHigh), "bind", r.cfg.Bind,
+		"portaliases", r.reg.currentTable().Len(), "ports", fmt.Sprintf("%d-%d", r.cfg.PortLow, r.cfg.PortHigh), "bind", r.cfg.Bind,
 		"procs", runtime.GOMAXPROCS(0)}
+	logSub := r.reg.bus.subscribe(logEventBuffer)
+	statusSub := r.reg.bus.subscribe(16)
+	r.subWG.Go(func() { logEvents(r.log, logSub) })
+	r.wg.Go(func() { r.writeStatus(ctx, statusSub) })
+	r.flushStatus() // what a killed relay left said "online": not any more
 	if r.quic != nil {
 		attrs = append(attrs, "quic_addr", r.quic.Addr().String())
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.acceptQUIC(ctx)
-		}()
+		r.wg.Go(func() { r.acceptQUIC(ctx) })
 	}
 	r.log.Info("relay listening", attrs...)
 	stop := context.AfterFunc(ctx, func() { r.ln.Close() })
 	defer stop()
-
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.watch(ctx)
-	}()
+	r.wg.Go(func() { r.store.Watch(ctx, r.applyWatched) })
+	r.wg.Go(func() { r.watchAuthorized(ctx) })
 	err := r.acceptNodes(ctx)
 	cancel()
 	r.shutdown()
@@ -212,66 +170,27 @@ func (r *Relay) Run(ctx context.Context) error {
 	return err
 }
 
-// acceptNodes accepts playnode connections until the listener closes.
-func (r *Relay) acceptNodes(ctx context.Context) error {
-	var delay time.Duration
-	for {
-		conn, err := r.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			// EMFILE and friends: back off instead of spinning.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			r.log.Warn("accept playnode connection", "err", err)
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
-			}
-			continue
-		}
-		delay = 0
-		src, ok := r.unauth.acquire(conn.RemoteAddr(), r.cfg.MaxUnauthPerAddress)
-		if !ok {
-			if src.IsValid() {
-				r.log.Warn("too many unauthenticated connections from one address, closed", "remote", conn.RemoteAddr().String(), "limit", r.cfg.MaxUnauthPerAddress)
-			}
-			conn.Close()
-			continue
-		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.serveNode(ctx, conn, func() { r.unauth.release(src) })
-		}()
-	}
-}
+// logEventBuffer is the log subscriber's buffer: a reconnection storm of
+// this many playnodes is logged whole.
+const logEventBuffer = 4096
 
 // shutdown tells every playnode the relay is stopping, closes everything and
 // waits for every goroutine.
 func (r *Relay) shutdown() {
-	r.mu.Lock()
-	r.closing = true
-	sessions := make([]*nodeSession, 0, len(r.sessions))
-	for _, s := range r.sessions {
-		sessions = append(sessions, s)
+	listeners, sessions := r.reg.closeAll()
+	for _, l := range listeners {
+		l.ln.Close()
 	}
-	for port, l := range r.listeners {
-		l.close()
-		delete(r.listeners, port)
-	}
-	r.mu.Unlock()
-	var refused sync.WaitGroup
 	for _, s := range sessions {
-		refused.Go(func() { s.refuse(refuseShutdown) })
+		s.refuse(refuseShutdown)
 	}
-	refused.Wait()
 	if r.quic != nil {
 		r.quic.Close()
 	}
-	r.wg.Wait()
-	r.status.markAllOffline(time.Now())
-	r.status.flush()
+	r.wg.Wait() // sessions ended (refusal sent, or grace over) and recorded
+	r.reg.bus.close()
+	r.subWG.Wait()
+	r.flushStatus()
 	r.lock.Release()
 }
 
@@ -285,49 +204,10 @@ func (r *Relay) Close() error {
 	if r.quic != nil {
 		r.quic.Close()
 	}
-	r.mu.Lock()
-	for port, l := range r.listeners {
-		l.close()
-		delete(r.listeners, port)
+	listeners, _ := r.reg.closeAll()
+	for _, l := range listeners {
+		l.ln.Close()
 	}
-	r.closing = true
-	r.mu.Unlock()
 	r.wg.Wait()
 	return r.lock.Release()
-}
-
-// serverConfig is the transport configuration for one accepted connection.
-func (r *Relay) serverConfig() *mux.SSHServerConfig {
-	return &mux.SSHServerConfig{
-		HostKey:          r.hostKey,
-		Authorize:        r.authorize,
-		HandshakeTimeout: r.cfg.HandshakeTimeout,
-		Options: mux.Options{
-			Keepalive: r.cfg.Keepalive,
-			Logger:    r.log,
-		},
-	}
-}
-
-// authorize maps a node's key to the playnode it is bound to. Unknown keys
-// are logged with their fingerprint so the operator can authorize them.
-func (r *Relay) authorize(remote net.Addr, user string, key ssh.PublicKey) (string, error) {
-	r.mu.Lock()
-	name, ok := r.auth.lookup(key)
-	r.mu.Unlock()
-	if !ok {
-		r.log.Warn("unknown node key refused", "remote", remote.String(), "user", user,
-			"fingerprint", identity.Fingerprint(key), "authorize", fmt.Sprintf("paradigm-relay authorize --data %s %s '%s'", r.cfg.DataDir, safeUser(user), identity.PublicLine(key, "")))
-		return "", fmt.Errorf("key %s is not authorized", identity.Fingerprint(key))
-	}
-	return name, nil
-}
-
-// safeUser is the claimed name for the authorize hint, or a placeholder
-// when the claim is not a valid playnode name.
-func safeUser(user string) string {
-	if err := validPlaynode(user); err != nil {
-		return "NAME"
-	}
-	return user
 }

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"net"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -19,102 +16,80 @@ import (
 	"paradigm/internal/proto"
 )
 
-// nodeSession is one online playnode.
+// nodeSession is one online playnode: its transport session and what its
+// hello registered. Its control stream is written only by its sender
+// goroutine, which runs while messages are queued and is started on demand,
+// so no lock is held across a network write and an idle playnode costs no
+// goroutine.
 type nodeSession struct {
-	playnode string
-	key      ssh.PublicKey
-	mux      mux.Session
-	services map[string]proto.Service // what its hello registered; fixed for the session
-	log      *slog.Logger
+	playnode  string
+	transport string
+	client    string // the node's software version, as its transport reported it
+	key       ssh.PublicKey
+	mux       mux.Session
+	ctrl      mux.Stream
+	services  map[string]proto.Service // what its hello registered; fixed for the session
+	stats     map[string]*serviceStats // the counters of each service; set by registry.up
+	log       *slog.Logger
+	streams   streamLimit // connections forwarded at once, all portaliases
+	wg        *sync.WaitGroup
 
-	ctrlMu   sync.Mutex // serialises writes to ctrl
-	ctrl     mux.Stream
-	lastSent []proto.Portalias // the portaliases in the last Welcome
-	endOnce  sync.Once
-	ended    atomic.Pointer[proto.Refuse] // why the relay ended it, if it did
-	streams  streamLimit                  // connections forwarded at once, all portaliases
+	ctrlMu   sync.Mutex // guards the fields below; never held across a write
+	pending  []proto.Message
+	sending  bool              // a sender goroutine is running
+	lastSent []proto.Portalias // the portaliases of the last Welcome queued
+	welcomed bool              // the first Welcome was queued
+	ended    *proto.Refuse     // why the relay ended the session, if it did; nothing is queued after it
 }
+
+// controlWriteTimeout bounds one write of a control message.
+const controlWriteTimeout = 5 * time.Second
+
+// refuseGrace bounds how long a refused session may take to read the
+// refusal and hang up before the relay closes it.
+const refuseGrace = 2 * time.Second
 
 var refuseShutdown = &proto.Refuse{Code: proto.RefuseShutdown, Reason: "relay is shutting down"}
 
 func validPlaynode(name string) error { return proto.ValidateName("playnode", name) }
 
-// serveNode runs one playnode SSH connection from handshake to disconnect;
-// authenticated is called once the handshake is over, whatever its outcome.
-func (r *Relay) serveNode(ctx context.Context, conn net.Conn, authenticated func()) {
-	log := r.log.With("remote", conn.RemoteAddr().String(), "transport", "ssh")
-	ms, peer, err := r.acceptSSH(ctx, conn)
-	authenticated()
-	if err != nil {
-		if ctx.Err() == nil {
-			log.Warn("playnode handshake failed", "err", err)
-		}
-		return
-	}
-	r.serveSession(ctx, ms, peer, log)
-}
-
-// acceptSSH runs the SSH handshake and authentication. Handshakes in
-// progress are bounded by MaxHandshakes, each by HandshakeTimeout.
-func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn) (mux.Session, mux.Peer, error) {
-	select {
-	case r.hsSlots <- struct{}{}:
-		defer func() { <-r.hsSlots }()
-	case <-time.After(r.cfg.HandshakeTimeout):
-		conn.Close()
-		return nil, mux.Peer{}, errors.New("too many handshakes in progress")
-	case <-ctx.Done():
-		conn.Close()
-		return nil, mux.Peer{}, ctx.Err()
-	}
-	hsCtx, cancel := context.WithTimeout(ctx, r.cfg.HandshakeTimeout)
-	defer cancel()
-	return mux.AcceptSSH(hsCtx, conn, r.serverConfig())
-}
-
 // serveSession runs an authenticated session, whatever its transport,
 // through its hello and welcome, and arranges its end: no goroutine of the
 // relay's waits for an idle session.
-func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer, log *slog.Logger) {
-	s, err := r.welcome(ctx, ms, peer, log)
+func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer, transport string) {
+	log := r.log.With("remote", ms.RemoteAddr().String(), "transport", transport)
+	s, err := r.welcome(ctx, ms, peer, transport, log)
 	if err != nil {
 		var refuse *proto.Refuse
 		switch {
 		case ctx.Err() != nil:
 		case errors.As(err, &refuse):
+			r.reg.refused(peer.Playnode, ms.RemoteAddr().String(), transport, string(refuse.Code))
 			log.Warn("playnode refused", "playnode", peer.Playnode, "err", err)
 		default:
+			r.reg.counters.handshakeFailed.Add(1)
 			log.Warn("playnode handshake failed", "playnode", peer.Playnode, "err", err)
 		}
 		return
 	}
 	// The control stream carries nothing from the node after its hello in
-	// protocol version 1, so the relay does not read it (what a node sent
-	// anyway stays within the stream's 256 KiB window). Cancellation closes
-	// the session; the session's end unregisters it. Shutdown waits for
-	// that through r.wg.
+	// protocol version 1, so the relay does not read it. Cancellation
+	// closes the session; the session's end takes it out of the registry.
+	// Shutdown waits for that through r.wg.
 	stop := context.AfterFunc(ctx, func() { s.mux.Close() })
 	r.wg.Add(1)
 	context.AfterFunc(s.mux.Context(), func() {
 		defer r.wg.Done()
 		stop()
 		s.mux.Close()
-		r.unregister(s)
-		reason := "link closed"
-		if err := s.mux.Err(); err != nil {
-			reason = err.Error()
-		}
-		if m := s.ended.Load(); m != nil {
-			reason = string(m.Code)
-		}
-		s.log.Info("playnode disconnected", "reason", reason)
+		r.reg.down(s, s.downReason())
 	})
 }
 
 // welcome reads the hello on the node's control stream, assigns
-// portaliases, registers the session and answers with a welcome, all within
+// portaliases, registers the session and queues its welcome, all within
 // HandshakeTimeout.
-func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, log *slog.Logger) (*nodeSession, error) {
+func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, transport string, log *slog.Logger) (*nodeSession, error) {
 	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
 	hsCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -124,11 +99,14 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, log 
 		return nil, fmt.Errorf("accept control stream: %w", err)
 	}
 	s := &nodeSession{
-		playnode: peer.Playnode,
-		key:      peer.Key,
-		mux:      ms,
-		ctrl:     ctrl,
-		log:      log.With("playnode", peer.Playnode),
+		playnode:  peer.Playnode,
+		transport: transport,
+		client:    peer.ClientVersion,
+		key:       peer.Key,
+		mux:       ms,
+		ctrl:      ctrl,
+		log:       log.With("playnode", peer.Playnode),
+		wg:        &r.wg,
 	}
 	ctrl.SetDeadline(deadline)
 	hello, err := readHello(ctrl)
@@ -142,7 +120,15 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, log 
 		for _, svc := range hello.Services {
 			s.services[svc.Name] = svc
 		}
-		portaliases, err = r.assign(s.playnode, hello.Services, s.log)
+		portaliases, err = r.assign(hsCtx, s)
+	}
+	var old *nodeSession
+	if err == nil {
+		// Routable before the node learns its portaliases.
+		var ok bool
+		if old, ok = r.reg.up(s, portaliases); !ok {
+			err = &proto.Refuse{Code: proto.RefuseRevoked, Reason: "this playnode's key was removed from the relay's authorized nodes"}
+		}
 	}
 	if err != nil {
 		var refuse *proto.Refuse
@@ -155,28 +141,13 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, log 
 		ms.Close()
 		return nil, refuse
 	}
-	s.lastSent = portaliases
-	// Routable before the node (or a log reader) learns its portaliases.
-	if !r.register(s) {
-		refuse := &proto.Refuse{Code: proto.RefuseRevoked, Reason: "this playnode's key was removed from the relay's authorized nodes"}
-		if proto.WriteMessage(ctrl, refuse) == nil {
-			hangUp(ctrl, ms)
-		}
-		ms.Close()
-		return nil, refuse
-	}
-	err = proto.WriteMessage(ctrl, &proto.Welcome{Version: proto.Version, Playnode: s.playnode, Portaliases: portaliases})
-	if err != nil {
-		ms.Close()
-		r.unregister(s)
-		return nil, fmt.Errorf("send welcome: %w", err)
-	}
 	ctrl.SetDeadline(time.Time{})
-	attrs := []any{"services", len(portaliases), "client", peer.ClientVersion, "fingerprint", identity.Fingerprint(peer.Key)}
-	for _, p := range portaliases {
-		attrs = append(attrs, p.Service, p.Portalias)
+	if old != nil {
+		// The old node is likely gone: its refusal does not hold up the
+		// new one's welcome.
+		old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + ms.RemoteAddr().String()})
 	}
-	s.log.Info("playnode connected", attrs...)
+	s.sendWelcome(portaliases)
 	return s, nil
 }
 
@@ -200,66 +171,89 @@ func readHello(ctrl mux.Stream) (*proto.Hello, error) {
 	return hello, nil
 }
 
-// register makes s the playnode's session, replacing (and ending) an older
-// one at once: a node that reconnects while its old session still looks
-// alive takes over its portaliases without waiting for keepalives. It
-// returns false, registering nothing, when the key was revoked since it
-// authenticated.
-func (r *Relay) register(s *nodeSession) bool {
-	r.mu.Lock()
-	if name, ok := r.auth.lookup(s.key); !ok || name != s.playnode {
-		r.mu.Unlock()
-		return false
+// sendWelcome queues a Welcome with the session's portaliases, unless they
+// are what the last one said.
+func (s *nodeSession) sendWelcome(p []proto.Portalias) {
+	s.ctrlMu.Lock()
+	defer s.ctrlMu.Unlock()
+	if s.ended != nil || s.welcomed && slices.Equal(p, s.lastSent) {
+		return
 	}
-	old := r.sessions[s.playnode]
-	r.sessions[s.playnode] = s
-	r.status.online(s.playnode, s.mux.RemoteAddr().String(), s.services, time.Now())
-	r.mu.Unlock()
-	if old != nil {
-		s.log.Info("session replaced", "old_remote", old.mux.RemoteAddr().String())
-		// The old node is likely gone: do not hold up the new one's welcome.
-		r.wg.Go(func() {
-			old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + s.mux.RemoteAddr().String()})
-		})
-	}
-	return true
+	s.welcomed, s.lastSent = true, p
+	s.queueLocked(&proto.Welcome{Version: proto.Version, Playnode: s.playnode, Portaliases: p})
 }
 
-// unregister removes s unless a newer session already replaced it.
-func (r *Relay) unregister(s *nodeSession) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.sessions[s.playnode] == s {
-		delete(r.sessions, s.playnode)
-		r.status.offline(s.playnode, time.Now())
-	}
-}
-
-// session returns the online session of playnode, if any.
-func (r *Relay) session(playnode string) *nodeSession {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.sessions[playnode]
-}
-
-// refuseGrace bounds how long a refused session may take to read the
-// refusal and hang up before the relay closes it.
-const refuseGrace = 2 * time.Second
-
-// refuse tells the node why the relay ends its session, then ends it. It
-// may block for up to 2*refuseGrace.
+// refuse tells the node why the relay ends its session, then ends it, on
+// the sender goroutine: it returns at once. The first refusal wins.
 func (s *nodeSession) refuse(m *proto.Refuse) {
-	s.endOnce.Do(func() {
-		s.ended.Store(m)
+	s.ctrlMu.Lock()
+	defer s.ctrlMu.Unlock()
+	if s.ended != nil {
+		return
+	}
+	s.ended = m
+	s.queueLocked(m)
+}
+
+// queueLocked appends m and starts the sender if none runs; ctrlMu is held.
+func (s *nodeSession) queueLocked(m proto.Message) {
+	s.pending = append(s.pending, m)
+	if !s.sending {
+		s.sending = true
+		s.wg.Go(s.sendPending)
+	}
+}
+
+// sendPending writes queued control messages until none is left. A failed
+// write ends the session: the node would act on stale portaliases.
+func (s *nodeSession) sendPending() {
+	for {
 		s.ctrlMu.Lock()
-		s.ctrl.SetWriteDeadline(time.Now().Add(refuseGrace))
-		err := proto.WriteMessage(s.ctrl, m)
-		s.ctrlMu.Unlock()
-		if err == nil {
-			hangUp(s.ctrl, s.mux)
+		if len(s.pending) == 0 {
+			s.sending = false
+			s.ctrlMu.Unlock()
+			return
 		}
-		s.mux.Close()
-	})
+		m := s.pending[0]
+		s.pending = s.pending[1:]
+		s.ctrlMu.Unlock()
+
+		if refuse, ok := m.(*proto.Refuse); ok {
+			s.ctrl.SetWriteDeadline(time.Now().Add(refuseGrace))
+			if proto.WriteMessage(s.ctrl, refuse) == nil {
+				hangUp(s.ctrl, s.mux)
+			}
+			s.mux.Close()
+			continue
+		}
+		s.ctrl.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
+		if err := proto.WriteMessage(s.ctrl, m); err != nil {
+			s.log.Warn("send control message", "err", err)
+			s.mux.Close()
+		}
+	}
+}
+
+// downReason says why the session ended, for the EventDown.
+func (s *nodeSession) downReason() string {
+	s.ctrlMu.Lock()
+	m := s.ended
+	s.ctrlMu.Unlock()
+	if m != nil {
+		switch m.Code {
+		case proto.RefuseReplaced:
+			return ReasonReplaced
+		case proto.RefuseRevoked:
+			return ReasonRevoked
+		case proto.RefuseShutdown:
+			return ReasonShutdown
+		}
+		return string(m.Code)
+	}
+	if errors.Is(s.mux.Err(), mux.ErrPeerClosed) {
+		return ReasonClosed
+	}
+	return ReasonLinkLost
 }
 
 // hangUp lets the node read what was written on ctrl before the session is
@@ -274,44 +268,4 @@ func hangUp(ctrl mux.Stream, ms mux.Session) {
 	case <-ms.Done():
 	case <-t.C:
 	}
-}
-
-// updatePortaliases sends a new welcome when the operator changed this
-// playnode's portaliases while it is online.
-func (s *nodeSession) updatePortaliases(p []proto.Portalias) {
-	s.ctrlMu.Lock()
-	defer s.ctrlMu.Unlock()
-	if slices.Equal(p, s.lastSent) {
-		return
-	}
-	s.lastSent = p
-	s.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	err := proto.WriteMessage(s.ctrl, &proto.Welcome{Version: proto.Version, Playnode: s.playnode, Portaliases: p})
-	s.ctrl.SetWriteDeadline(time.Time{})
-	if err != nil {
-		s.log.Warn("send portalias update", "err", err)
-		s.mux.Close()
-		return
-	}
-	s.log.Info("portaliases updated", "services", len(p))
-}
-
-func (s *nodeSession) serviceNames() []string {
-	return slices.Sorted(maps.Keys(s.services))
-}
-
-// Online reports whether playnode is connected and, if so, the portaliases
-// of the services it registered.
-func (r *Relay) Online(playnode string) ([]proto.Portalias, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := r.sessions[playnode]
-	if s == nil {
-		return nil, false
-	}
-	var services []proto.Service
-	for _, name := range s.serviceNames() {
-		services = append(services, s.services[name])
-	}
-	return portaliasesOf(r.table, playnode, services), true
 }

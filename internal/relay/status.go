@@ -1,57 +1,52 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
-	"log/slog"
+	"net"
 	"os"
-	"sync"
 	"time"
 
-	"paradigm/internal/proto"
 	"paradigm/internal/store"
 )
+
+// statusRefresh is how often status.json is rewritten while nothing
+// changes, so that the last seen time of an online playnode is at most this
+// old after a relay crash.
+const statusRefresh = time.Minute
 
 // nodeStatus is what status.json records of one playnode, so that
 // `paradigm-relay ls` can show who is online, since when, and when offline
 // playnodes were last seen, whether or not the relay runs.
 type nodeStatus struct {
-	Online    bool              `json:"online"`
-	Connected time.Time         `json:"connected,omitzero"`
-	LastSeen  time.Time         `json:"last_seen,omitzero"`
-	Remote    string            `json:"remote,omitempty"`
-	Services  map[string]uint16 `json:"services,omitempty"` // service -> service port on the device
+	Online        bool              `json:"online"`
+	Connected     time.Time         `json:"connected,omitzero"`
+	LastSeen      time.Time         `json:"last_seen,omitzero"`
+	Remote        string            `json:"remote,omitempty"`
+	Transport     string            `json:"transport,omitempty"`
+	Fingerprint   string            `json:"key_fingerprint,omitempty"`
+	ClientVersion string            `json:"client_version,omitempty"`
+	Services      map[string]uint16 `json:"services,omitempty"`    // service -> service port on the device
+	Portaliases   map[string]uint16 `json:"portaliases,omitempty"` // service -> portalias
+	States        map[string]string `json:"states,omitempty"`      // service -> portalias state (Snapshot's)
+	BindErrors    map[string]string `json:"bind_errors,omitempty"` // service -> why its portalias could not be bound
+}
+
+// RelayInfo is what a running relay records of its settings in
+// status.json, so that the operator's commands can check against them.
+type RelayInfo struct {
+	PID            int           `json:"pid"`
+	ListenPort     uint16        `json:"listen_port"`
+	PortLow        uint16        `json:"port_low"`
+	PortHigh       uint16        `json:"port_high"`
+	Bind           string        `json:"bind"`
+	ReloadInterval time.Duration `json:"reload_interval"`
 }
 
 type statusDoc struct {
 	Updated   time.Time              `json:"updated"`
+	Relay     *RelayInfo             `json:"relay,omitempty"`
 	Playnodes map[string]*nodeStatus `json:"playnodes"`
-}
-
-// statusBook is the relay's in-memory status.json, written by flush at
-// most once per reload interval when something changed.
-type statusBook struct {
-	path string
-	log  *slog.Logger
-
-	mu    sync.Mutex
-	doc   statusDoc
-	dirty bool
-}
-
-// loadStatus reads the previous status.json, keeping what it knew about
-// offline playnodes; an unreadable file only costs that history.
-func loadStatus(path string, log *slog.Logger) *statusBook {
-	b := &statusBook{path: path, log: log, doc: statusDoc{Playnodes: map[string]*nodeStatus{}}}
-	if doc, err := readStatus(path); err == nil {
-		b.doc = doc
-	} else if !os.IsNotExist(err) {
-		log.Warn("status file unreadable, starting afresh", "err", err)
-	}
-	// Whatever a killed relay left says nothing now: write it at once, so
-	// that ls does not show its playnodes online under the new relay.
-	b.markAllOffline(time.Now())
-	b.flush()
-	return b
 }
 
 func readStatus(path string) (statusDoc, error) {
@@ -69,57 +64,96 @@ func readStatus(path string) (statusDoc, error) {
 	return doc, nil
 }
 
-func (b *statusBook) online(playnode, remote string, services map[string]proto.Service, now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ports := make(map[string]uint16, len(services))
-	for name, svc := range services {
-		ports[name] = svc.Port
-	}
-	b.doc.Playnodes[playnode] = &nodeStatus{Online: true, Connected: now, LastSeen: now, Remote: remote, Services: ports}
-	b.dirty = true
-}
-
-func (b *statusBook) offline(playnode string, now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if st := b.doc.Playnodes[playnode]; st != nil {
-		st.Online = false
-		st.LastSeen = now
-		b.dirty = true
-	}
-}
-
-func (b *statusBook) markAllOffline(now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, st := range b.doc.Playnodes {
-		if st.Online {
-			st.Online = false
-			st.LastSeen = now
-			b.dirty = true
+// statusOf renders a snapshot as status.json records.
+func statusOf(snap Snapshot, info *RelayInfo) statusDoc {
+	doc := statusDoc{Updated: snap.Time, Relay: info, Playnodes: make(map[string]*nodeStatus, len(snap.Playnodes))}
+	for _, p := range snap.Playnodes {
+		st := &nodeStatus{Online: p.Online, Connected: p.Connected, LastSeen: p.LastSeen, Remote: p.Remote,
+			Transport: p.Transport, Fingerprint: p.Fingerprint, ClientVersion: p.ClientVersion,
+			Services: map[string]uint16{}, Portaliases: map[string]uint16{}, States: map[string]string{}, BindErrors: map[string]string{}}
+		for _, s := range p.Services {
+			if s.ServicePort != 0 {
+				st.Services[s.Name] = s.ServicePort
+			}
+			if s.Portalias != 0 {
+				st.Portaliases[s.Name] = s.Portalias
+			}
+			if s.BindError != "" {
+				st.BindErrors[s.Name] = s.BindError
+			}
+			st.States[s.Name] = s.State
 		}
+		doc.Playnodes[p.Name] = st
+	}
+	return doc
+}
+
+// statusMinGap spaces status.json writes during a burst of changes (a
+// reconnection storm of thousands of playnodes): a change after a quiet
+// spell is written at once, changes within statusMinGap of a write are
+// written together, statusMinGap later.
+const statusMinGap = time.Second
+
+// writeStatus keeps status.json in step with the live state: it rewrites
+// it after changes (see statusMinGap) and every statusRefresh, until ctx
+// is done. It is an event subscriber like any other: if it falls behind it
+// loses events, which costs nothing since it writes the whole snapshot.
+func (r *Relay) writeStatus(ctx context.Context, sub *Subscription) {
+	refresh := time.NewTicker(statusRefresh)
+	defer refresh.Stop()
+	gap := time.NewTimer(0)
+	defer gap.Stop()
+	var last time.Time
+	dirty, waiting := false, true // waiting: gap is running
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-sub.C:
+			if !ok {
+				return
+			}
+			dirty = true
+		case <-refresh.C:
+			dirty = true
+		case <-gap.C:
+			waiting = false
+		}
+		if !dirty || waiting {
+			continue
+		}
+		if wait := statusMinGap - time.Since(last); wait > 0 {
+			gap.Reset(wait)
+			waiting = true
+			continue
+		}
+		r.flushStatus()
+		dirty, last = false, time.Now()
 	}
 }
 
-// flush writes status.json if it changed since the last flush.
-func (b *statusBook) flush() {
-	b.mu.Lock()
-	if !b.dirty {
-		b.mu.Unlock()
-		return
-	}
-	b.doc.Updated = time.Now()
-	data, err := json.MarshalIndent(b.doc, "", "  ")
-	b.dirty = false
-	b.mu.Unlock()
+// flushStatus writes the current snapshot to status.json. A failing write
+// is logged when it starts failing and when it recovers, not at every try.
+func (r *Relay) flushStatus() {
+	data, err := json.MarshalIndent(statusOf(r.reg.snapshot(), r.info()), "", "  ")
 	if err == nil {
-		err = store.WriteAtomic(b.path, append(data, '\n'), 0o644)
+		err = store.WriteAtomic(r.statusPath(), append(data, '\n'), 0o644)
 	}
-	if err != nil {
-		b.log.Error("write status file", "err", err)
-		b.mu.Lock()
-		b.dirty = true
-		b.mu.Unlock()
+	switch {
+	case err != nil && !r.statusFailing:
+		r.statusFailing = true
+		r.log.Error("write status file, retrying at the next change", "err", err)
+	case err == nil && r.statusFailing:
+		r.statusFailing = false
+		r.log.Info("status file written again")
 	}
+}
+
+// info is the relay's settings for status.json.
+func (r *Relay) info() *RelayInfo {
+	info := &RelayInfo{PID: os.Getpid(), PortLow: r.cfg.PortLow, PortHigh: r.cfg.PortHigh, Bind: r.cfg.Bind, ReloadInterval: r.cfg.ReloadInterval}
+	if a, ok := r.ln.Addr().(*net.TCPAddr); ok {
+		info.ListenPort = uint16(a.Port)
+	}
+	return info
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -32,7 +33,7 @@ func TestHelperCrashWriter(t *testing.T) {
 	f := &File{Path: path}
 	for {
 		var a Assignment
-		_, err := f.Update(func(t *Table) error {
+		_, err := f.Update(context.Background(), func(t *Table) error {
 			n := t.Len()
 			a = Assignment{"crash", "svc" + strconv.Itoa(n), uint16(1 + n)}
 			return t.Set(a)
@@ -107,7 +108,7 @@ func TestUpdateSurvivesKill(t *testing.T) {
 		cmd.Wait()
 		done++
 
-		tab, err := (&File{Path: path}).Load()
+		tab, err := (&File{Path: path}).Load(context.Background())
 		if err != nil {
 			t.Fatalf("after kill %d: %v", done, err)
 		}
@@ -122,7 +123,7 @@ func TestUpdateSurvivesKill(t *testing.T) {
 	}
 	left := len(tempFiles(t, dir))
 	// The next writer clears what killed ones left behind.
-	if _, err := (&File{Path: path}).Update(func(t *Table) error { return t.Set(Assignment{"crash", "last", 65535}) }); err != nil {
+	if _, err := (&File{Path: path}).Update(context.Background(), func(t *Table) error { return t.Set(Assignment{"crash", "last", 65535}) }); err != nil {
 		t.Fatal(err)
 	}
 	if tmp := tempFiles(t, dir); tmp != nil {
@@ -168,7 +169,7 @@ func TestHelperFailWriter(t *testing.T) {
 			}
 		}
 	}
-	_, err := (&File{Path: path}).Update(func(t *Table) error {
+	_, err := (&File{Path: path}).Update(context.Background(), func(t *Table) error {
 		for i := range 10 {
 			if err := t.Set(Assignment{"pi", "svc" + strconv.Itoa(i), uint16(8001 + i)}); err != nil {
 				return err
@@ -203,7 +204,7 @@ func TestUpdateFullOrReadOnlyFolder(t *testing.T) {
 			if err := os.WriteFile(f.Path, []byte(before), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.Update(func(*Table) error { return nil }); err != nil { // creates the lock file
+			if _, err := f.Update(context.Background(), func(*Table) error { return nil }); err != nil { // creates the lock file
 				t.Fatal(err)
 			}
 			if tc.mode == "readonly" {

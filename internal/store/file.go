@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"paradigm/internal/lockfile"
@@ -15,6 +16,10 @@ import (
 
 // DefaultLockTimeout bounds how long Update waits for another writer.
 const DefaultLockTimeout = 10 * time.Second
+
+// DefaultPollInterval is how often Watch looks for a new version of the
+// file.
+const DefaultPollInterval = 2 * time.Second
 
 // File is a store file on disk, shared by the running relay and the
 // `paradigm-relay alias` CLI. Update is its only writer; readers use Load.
@@ -25,12 +30,26 @@ type File struct {
 	// LockTimeout bounds Update's wait for the lock; 0 means
 	// DefaultLockTimeout.
 	LockTimeout time.Duration
+	// PollInterval is how often Watch checks the file for a new version;
+	// 0 means DefaultPollInterval.
+	PollInterval time.Duration
+
+	mu   sync.Mutex
+	seen Stamp // the version the last Load or Update read or wrote
 }
+
+var _ Store = (*File)(nil)
 
 // Load parses the file. A missing file is an empty table with the Header,
 // not an error: the first Update creates it. Load takes no lock; Update
 // replaces the file by rename, so Load sees either the old or the new one.
-func (f *File) Load() (*Table, error) {
+func (f *File) Load(context.Context) (*Table, error) {
+	return f.load()
+}
+
+func (f *File) load() (*Table, error) {
+	// The stamp first: an edit after it is seen by Watch.
+	f.setSeen(StampOf(f.Path))
 	data, err := os.ReadFile(f.Path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return New(), nil
@@ -47,13 +66,14 @@ func (f *File) Load() (*Table, error) {
 // atomically (temporary file, fsync, rename, fsync of the folder). If fn
 // returns an error, Update returns it unchanged and writes nothing. On a
 // write error (full disk, read-only folder) the old file is intact and no
-// temporary file is left behind. It returns the table as written.
-func (f *File) Update(fn func(*Table) error) (*Table, error) {
+// temporary file is left behind. It returns the table as written. fn runs
+// once: the lock makes the read-modify-write exclusive.
+func (f *File) Update(ctx context.Context, fn func(*Table) error) (*Table, error) {
 	timeout := f.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	lock, err := lockfile.Acquire(ctx, f.Path+".lock")
 	if err != nil {
@@ -62,7 +82,7 @@ func (f *File) Update(fn func(*Table) error) (*Table, error) {
 	defer lock.Release()
 	f.removeStaleTemps()
 
-	t, err := f.Load()
+	t, err := f.load()
 	if err != nil {
 		return nil, err
 	}
@@ -75,8 +95,35 @@ func (f *File) Update(fn func(*Table) error) (*Table, error) {
 	if err := f.write(t); err != nil {
 		return nil, fmt.Errorf("update portaliases: %w", err)
 	}
+	f.setSeen(StampOf(f.Path))
 	t.changed = false
 	return t, nil
+}
+
+func (f *File) setSeen(st Stamp) {
+	f.mu.Lock()
+	f.seen = st
+	f.mu.Unlock()
+}
+
+// Watch polls the file every PollInterval and passes each new version to
+// fn: hand edits, `paradigm-relay alias` and this File's own Updates alike
+// (a caller applying a table it already has sees it again, which must be
+// harmless). It starts from the version the last Load or Update saw, so an
+// edit made between that Load and Watch is not missed.
+func (f *File) Watch(ctx context.Context, fn func(*Table, error)) error {
+	interval := f.PollInterval
+	if interval <= 0 {
+		interval = DefaultPollInterval
+	}
+	f.mu.Lock()
+	since := f.seen
+	f.mu.Unlock()
+	Poll(ctx, f.Path, interval, since, func() {
+		t, err := f.load()
+		fn(t, err)
+	})
+	return nil
 }
 
 // removeStaleTemps deletes temporary files that writers killed mid-write

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -41,7 +42,7 @@ func tempFiles(t *testing.T, dir string) []string {
 func addN(f *File, playnode string, base, n int) error {
 	for i := range n {
 		a := Assignment{playnode, "svc" + strconv.Itoa(i), uint16(base + i)}
-		if _, err := f.Update(func(t *Table) error { return t.Set(a) }); err != nil {
+		if _, err := f.Update(context.Background(), func(t *Table) error { return t.Set(a) }); err != nil {
 			return err
 		}
 	}
@@ -50,14 +51,14 @@ func addN(f *File, playnode string, base, n int) error {
 
 func TestLoadMissing(t *testing.T) {
 	f := &File{Path: filepath.Join(t.TempDir(), "portaliases")}
-	tab, err := f.Load()
+	tab, err := f.Load(context.Background())
 	if err != nil {
 		t.Fatalf("Load of a missing file: got %v, want nil", err)
 	}
 	if got := tab.Len(); got != 0 {
 		t.Errorf("got Len %d, want 0", got)
 	}
-	if _, err := f.Update(func(*Table) error { return nil }); err != nil {
+	if _, err := f.Update(context.Background(), func(*Table) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(f.Path); !errors.Is(err, os.ErrNotExist) {
@@ -68,7 +69,7 @@ func TestLoadMissing(t *testing.T) {
 func TestUpdateCreatesAndKeepsEdits(t *testing.T) {
 	dir := t.TempDir()
 	f := &File{Path: filepath.Join(dir, "portaliases")}
-	if _, err := f.Update(func(t *Table) error { return t.Set(Assignment{"pi", "ssh", 2201}) }); err != nil {
+	if _, err := f.Update(context.Background(), func(t *Table) error { return t.Set(Assignment{"pi", "ssh", 2201}) }); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := readFile(t, f.Path), Header+"pi ssh 2201\n"; got != want {
@@ -85,7 +86,7 @@ func TestUpdateCreatesAndKeepsEdits(t *testing.T) {
 	if err := os.Chmod(f.Path, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tab, err := f.Update(func(t *Table) error { return t.Set(Assignment{"pi", "http", 8001}) })
+	tab, err := f.Update(context.Background(), func(t *Table) error { return t.Set(Assignment{"pi", "http", 8001}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,7 @@ func TestUpdateFnErrorWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	errStop := errors.New("stop")
-	_, err := f.Update(func(t *Table) error {
+	_, err := f.Update(context.Background(), func(t *Table) error {
 		t.Remove("pi", "ssh")
 		t.Set(Assignment{"po", "ssh", 2202})
 		return errStop
@@ -129,7 +130,7 @@ func TestUpdateParseError(t *testing.T) {
 		t.Fatal(err)
 	}
 	called := false
-	_, err := f.Update(func(*Table) error { called = true; return nil })
+	_, err := f.Update(context.Background(), func(*Table) error { called = true; return nil })
 	if want := f.Path + ":2: want 3 fields"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("got %v, want an error containing %q", err, want)
 	}
@@ -154,7 +155,7 @@ func TestUpdateConcurrentGoroutines(t *testing.T) {
 			t.Errorf("writer %d: %v", w, err)
 		}
 	}
-	tab, err := (&File{Path: path}).Load()
+	tab, err := (&File{Path: path}).Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestUpdateConcurrentProcesses(t *testing.T) {
 			t.Errorf("helper %d: %v", p, err)
 		}
 	}
-	tab, err := (&File{Path: path}).Load()
+	tab, err := (&File{Path: path}).Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +242,7 @@ func TestUpdateWriteFails(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The lock file must exist already: the folder will refuse it.
-		if _, err := f.Update(func(*Table) error { return nil }); err != nil {
+		if _, err := f.Update(context.Background(), func(*Table) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Chmod(dir, 0o555); err != nil {
@@ -253,7 +254,7 @@ func TestUpdateWriteFails(t *testing.T) {
 			os.Remove(probe.Name())
 			t.Skip("permissions are not enforced here (running as root?)")
 		}
-		_, err := f.Update(add)
+		_, err := f.Update(context.Background(), add)
 		if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), dir) {
 			t.Errorf("got %v, want a permission error naming %s", err, dir)
 		}
@@ -275,7 +276,7 @@ func TestUpdateWriteFails(t *testing.T) {
 			t.Fatal(err)
 		}
 		inside := filepath.Join(f.Path, "keep")
-		_, err := f.Update(func(t *Table) error {
+		_, err := f.Update(context.Background(), func(t *Table) error {
 			if err := os.Remove(f.Path); err != nil {
 				return err
 			}

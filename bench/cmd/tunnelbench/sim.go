@@ -192,7 +192,7 @@ func prepareNodes(ctx context.Context, s *settings, data, keys string, n int) er
 	if err := f.Close(); err != nil {
 		return err
 	}
-	_, err = (&store.File{Path: filepath.Join(data, relay.PortaliasFile)}).Update(func(t *store.Table) error {
+	_, err = (&store.File{Path: filepath.Join(data, relay.PortaliasFile)}).Update(context.Background(), func(t *store.Table) error {
 		for i := range n {
 			if err := t.Set(store.Assignment{Playnode: simName(i), Service: "echo", Portalias: uint16(simPortLow + i)}); err != nil {
 				return err

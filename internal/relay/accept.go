@@ -1,0 +1,151 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"paradigm/internal/identity"
+	"paradigm/internal/mux"
+)
+
+// acceptNodes accepts playnode SSH connections until the listener closes,
+// admitting each against the per-address limit.
+func (r *Relay) acceptNodes(ctx context.Context) error {
+	var delay time.Duration
+	for {
+		conn, err := r.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// EMFILE and friends: back off instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			r.log.Warn("accept playnode connection", "err", err)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		delay = 0
+		src, ok := r.unauth.acquire(conn.RemoteAddr(), r.cfg.MaxUnauthPerAddress)
+		if !ok {
+			if src.IsValid() {
+				r.log.Warn("too many unauthenticated connections from one address, closed", "remote", conn.RemoteAddr().String(), "limit", r.cfg.MaxUnauthPerAddress)
+			}
+			conn.Close()
+			continue
+		}
+		r.wg.Go(func() { r.serveNode(ctx, conn, func() { r.unauth.release(src) }) })
+	}
+}
+
+// serveNode runs one playnode SSH connection from handshake to disconnect;
+// authenticated is called once the handshake is over, whatever its outcome.
+func (r *Relay) serveNode(ctx context.Context, conn net.Conn, authenticated func()) {
+	r.reg.counters.handshakes.Add(1)
+	ms, peer, err := r.acceptSSH(ctx, conn)
+	authenticated()
+	if err != nil {
+		if ctx.Err() == nil {
+			r.reg.counters.handshakeFailed.Add(1)
+			r.log.Warn("playnode handshake failed", "remote", conn.RemoteAddr().String(), "transport", "ssh", "err", err)
+		}
+		return
+	}
+	r.serveSession(ctx, ms, peer, "ssh")
+}
+
+// acceptSSH runs the SSH handshake and authentication. Handshakes in
+// progress are bounded by MaxHandshakes, each by HandshakeTimeout.
+func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn) (mux.Session, mux.Peer, error) {
+	select {
+	case r.hsSlots <- struct{}{}:
+		defer func() { <-r.hsSlots }()
+	case <-time.After(r.cfg.HandshakeTimeout):
+		conn.Close()
+		return nil, mux.Peer{}, errors.New("too many handshakes in progress")
+	case <-ctx.Done():
+		conn.Close()
+		return nil, mux.Peer{}, ctx.Err()
+	}
+	hsCtx, cancel := context.WithTimeout(ctx, r.cfg.HandshakeTimeout)
+	defer cancel()
+	return mux.AcceptSSH(hsCtx, conn, &mux.SSHServerConfig{
+		HostKey:          r.hostKey,
+		Authorize:        r.authorize,
+		HandshakeTimeout: r.cfg.HandshakeTimeout,
+		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
+	})
+}
+
+// listenQUIC opens the QUIC listener with the host key as its identity.
+func (r *Relay) listenQUIC() error {
+	priv, err := identity.LoadEd25519(filepath.Join(r.cfg.DataDir, HostKeyFile))
+	if err != nil {
+		return fmt.Errorf("host key for quic: %w", err)
+	}
+	pconn, err := net.ListenPacket("udp", r.cfg.QUICListen)
+	if err != nil {
+		return fmt.Errorf("listen for playnodes (quic): %w", err)
+	}
+	r.quic, err = mux.ListenQUIC(pconn, &mux.QUICServerConfig{
+		HostKey:          priv,
+		Authorize:        r.authorize,
+		HandshakeTimeout: r.cfg.HandshakeTimeout,
+		Admit:            r.admitQUIC,
+		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
+	})
+	if err != nil {
+		return fmt.Errorf("listen for playnodes (quic): %w", err)
+	}
+	return nil
+}
+
+// acceptQUIC serves QUIC sessions until the listener closes. A peer that
+// fails authentication is logged and the listener goes on.
+func (r *Relay) acceptQUIC(ctx context.Context) {
+	for {
+		s, peer, err := r.quic.Accept(ctx)
+		if errors.Is(err, mux.ErrPeerHandshake) {
+			r.reg.counters.handshakeFailed.Add(1)
+			r.log.Warn("playnode handshake failed", "transport", "quic", "err", err)
+			continue
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Error("quic listener stopped", "err", err)
+			}
+			return
+		}
+		r.wg.Go(func() { r.serveSession(ctx, s, peer, "quic") })
+	}
+}
+
+// authorize maps a node's key to the playnode it is bound to. Unknown keys
+// are logged with their fingerprint so the operator can authorize them.
+func (r *Relay) authorize(remote net.Addr, user string, key ssh.PublicKey) (string, error) {
+	name, ok := r.reg.authorized(key.Marshal())
+	if !ok {
+		r.reg.counters.authFailed.Add(1)
+		r.log.Warn("unknown node key refused", "remote", remote.String(), "user", user,
+			"fingerprint", identity.Fingerprint(key), "authorize", fmt.Sprintf("paradigm-relay authorize --data %s %s '%s'", r.cfg.DataDir, safeUser(user), identity.PublicLine(key, "")))
+		return "", fmt.Errorf("key %s is not authorized", identity.Fingerprint(key))
+	}
+	return name, nil
+}
+
+// safeUser is the claimed name for the authorize hint, or a placeholder
+// when the claim is not a valid playnode name.
+func safeUser(user string) string {
+	if err := validPlaynode(user); err != nil {
+		return "NAME"
+	}
+	return user
+}
