@@ -71,7 +71,7 @@ type Event struct {
 	// Portaliases of an EventUp: the portalias of each service the
 	// session registered.
 	Portaliases map[string]uint16 `json:"portaliases,omitempty"`
-	Missed        uint64    `json:"missed,omitempty"` // EventLost
+	Missed      uint64            `json:"missed,omitempty"` // EventLost
 }
 
 // Subscription receives events from the relay. C never blocks the relay:
