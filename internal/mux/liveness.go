@@ -93,12 +93,13 @@ func (c *activityConn) acksFlowing(d time.Duration) bool {
 // done is closed, and calls dead once the link is judged dead (see above).
 // The checks run on a timer, not in a goroutine of their own: one goroutine
 // (and its stack) less per idle session on each end. At most one keepalive
-// request is in flight; its goroutine ends when the reply arrives or the
-// connection closes. The first check after done is closed calls ended and
-// stops. The returned stop ends the checks; a check already running
-// finishes.
-func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, done <-chan struct{}, dead, ended func()) (stop func()) {
-	w := &livenessWatch{conn: conn, ac: ac, keepalive: keepalive, done: done, dead: dead, ended: ended}
+// request is in flight; its goroutine, counted in wg (the session's), ends
+// when the reply arrives or the connection closes. The first check after
+// done is closed calls ended and stops. The returned stop ends the checks; a
+// check already running finishes, but starts no request goroutine after
+// stop returned, so the session may Wait on wg then.
+func watchLiveness(conn ssh.Conn, ac *activityConn, keepalive time.Duration, done <-chan struct{}, dead, ended func(), wg *sync.WaitGroup) (stop func()) {
+	w := &livenessWatch{conn: conn, ac: ac, keepalive: keepalive, done: done, dead: dead, ended: ended, wg: wg}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.due = time.Now().Add(keepalive / livenessTicks)
@@ -119,6 +120,7 @@ type livenessWatch struct {
 	done      <-chan struct{}
 	dead      func()
 	ended     func()
+	wg        *sync.WaitGroup // owns the keepalive request goroutines
 	sentAt    atomic.Int64 // monoNanos of the request in flight, 0 if none
 
 	mu      sync.Mutex
@@ -151,16 +153,17 @@ func (w *livenessWatch) check() {
 		w.dead()
 		return
 	}
-	if quiet >= requestQuietRatio*w.keepalive && w.sentAt.CompareAndSwap(0, monoNanos(now)) {
-		go func() {
-			w.conn.SendRequest(requestKeepalive, true, nil)
-			w.sentAt.Store(0)
-		}()
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.stopped {
-		w.due = time.Now().Add(w.keepalive / livenessTicks)
-		w.timer.Reset(w.keepalive / livenessTicks)
+	if w.stopped {
+		return
 	}
+	if quiet >= requestQuietRatio*w.keepalive && w.sentAt.CompareAndSwap(0, monoNanos(now)) {
+		w.wg.Go(func() {
+			w.conn.SendRequest(requestKeepalive, true, nil)
+			w.sentAt.Store(0)
+		})
+	}
+	w.due = time.Now().Add(w.keepalive / livenessTicks)
+	w.timer.Reset(w.keepalive / livenessTicks)
 }

@@ -91,7 +91,7 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool,
 		return nil, fmt.Errorf("start session: %w", err)
 	}
 	s.first = l
-	s.stopLiveness = watchLiveness(conn, ac, opts.Keepalive, s.Done(), func() { s.kill(ErrKeepaliveTimeout) }, s.ended)
+	s.stopLiveness = watchLiveness(conn, ac, opts.Keepalive, s.Done(), func() { s.kill(ErrKeepaliveTimeout) }, s.ended, s.wg)
 	return s, nil
 }
 

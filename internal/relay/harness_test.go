@@ -19,7 +19,6 @@ import (
 
 	"paradigm/internal/identity"
 	"paradigm/internal/node"
-	"paradigm/internal/proto"
 	"paradigm/internal/relay"
 	"paradigm/internal/testenv"
 )
@@ -243,42 +242,54 @@ func (n *testNode) stop(t *testing.T) {
 	}
 }
 
-// waitOnline waits until playnode is online with n portaliases and returns
-// them by service. The relay must also log a session over its transport
-// (it logs just after registering), so that a test meant for QUIC cannot
-// pass over SSH.
-func waitOnline(t *testing.T, r *testRelay, playnode string, n int) map[string]uint16 {
+// waitState waits on the relay's events until cond holds for its live
+// state, and returns that state: no log text, no sleeping.
+func waitState(t *testing.T, r *relay.Relay, what string, cond func(relay.Snapshot) bool) relay.Snapshot {
 	t.Helper()
-	var got []proto.Portalias
-	waitFor(t, playnode+" online over "+r.transport+" with "+strconv.Itoa(n)+" portaliases", func() bool {
-		ps, ok := r.Online(playnode)
-		got = ps
-		return ok && len(ps) == n && r.connectedOver(playnode)
-	})
-	m := map[string]uint16{}
-	for _, p := range got {
-		m[p.Service] = p.Portalias
-	}
-	return m
-}
-
-// connectedOver reports whether the relay logged a session of playnode
-// over its transport.
-func (r *testRelay) connectedOver(playnode string) bool {
-	for line := range strings.Lines(r.log.String()) {
-		if strings.Contains(line, `msg="playnode connected"`) && strings.Contains(line, " transport="+r.transport+" ") &&
-			strings.Contains(line, " playnode="+playnode+" ") {
-			return true
+	snap, sub := r.Subscribe(256)
+	defer sub.Close()
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	for !cond(snap) {
+		select {
+		case _, ok := <-sub.C:
+			if !ok {
+				t.Fatalf("the relay stopped while waiting for %s", what)
+			}
+			snap = r.Snapshot()
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
 		}
 	}
-	return false
+	return snap
+}
+
+// waitOnline waits until playnode is online over the relay's transport with
+// n reachable portaliases and returns them by service.
+func waitOnline(t *testing.T, r *testRelay, playnode string, n int) map[string]uint16 {
+	t.Helper()
+	m := map[string]uint16{}
+	waitState(t, r.Relay, playnode+" online over "+r.transport+" with "+strconv.Itoa(n)+" portaliases", func(s relay.Snapshot) bool {
+		p, ok := s.Playnode(playnode)
+		if !ok || !p.Online || p.Transport != r.transport {
+			return false
+		}
+		clear(m)
+		for _, svc := range p.Services {
+			if svc.State == relay.StateOnline {
+				m[svc.Name] = svc.Portalias
+			}
+		}
+		return len(m) == n
+	})
+	return m
 }
 
 func waitOffline(t *testing.T, r *testRelay, playnode string) {
 	t.Helper()
-	waitFor(t, playnode+" offline", func() bool {
-		_, ok := r.Online(playnode)
-		return !ok
+	waitState(t, r.Relay, playnode+" offline", func(s relay.Snapshot) bool {
+		p, ok := s.Playnode(playnode)
+		return !ok || !p.Online
 	})
 }
 

@@ -74,9 +74,9 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 	}
 	// The control stream carries nothing from the node after its hello in
 	// protocol version 1, so the relay does not read it. Cancellation
-	// closes the session; the session's end takes it out of the registry.
+	// refuses the session (shutdown); its end takes it out of the registry.
 	// Shutdown waits for that through r.wg.
-	stop := context.AfterFunc(ctx, func() { s.mux.Close() })
+	stop := context.AfterFunc(ctx, func() { s.refuse(refuseShutdown) })
 	r.wg.Add(1)
 	context.AfterFunc(s.mux.Context(), func() {
 		defer r.wg.Done()
@@ -143,6 +143,7 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, tran
 	}
 	ctrl.SetDeadline(time.Time{})
 	if old != nil {
+		s.log.Info("session replaced", "old_remote", old.mux.RemoteAddr().String())
 		// The old node is likely gone: its refusal does not hold up the
 		// new one's welcome.
 		old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + ms.RemoteAddr().String()})
