@@ -92,8 +92,8 @@ func quicConfig(opts Options, handshake time.Duration, maxStreams int, server bo
 		InitialConnectionReceiveWindow: quicInitialConnWindow,
 		MaxConnectionReceiveWindow:     quicMaxConnWindow,
 		MaxIncomingStreams:             int64(maxStreams),
-		MaxIncomingUniStreams:          -1, // the relay takes none
-		EnableDatagrams:                false,
+		MaxIncomingUniStreams:          -1,   // the relay takes none
+		EnableDatagrams:                true, // resetProbe, node to relay only
 		Allow0RTT:                      false,
 	}
 	if !server {
@@ -116,7 +116,10 @@ func checkQUICKey(key ed25519.PrivateKey) error {
 type quicSession struct {
 	conn  *quic.Conn
 	log   *slog.Logger // node sessions only: MigrateQUIC's buffer warning
+	probe *resetProbe  // node sessions only, nil if the relay takes no datagrams
 	onEnd func()       // relay sessions only: drops the session from its listener
+	// drained is closed when drainDatagrams returns (relay sessions only).
+	drained chan struct{}
 
 	done   chan struct{} // closed after err is set
 	err    error
@@ -227,6 +230,10 @@ func (s *quicSession) Close() error {
 			trs[i].Conn.Close()
 		}
 		<-s.done
+		s.probe.stop()
+		if s.drained != nil {
+			<-s.drained
+		}
 		if s.onEnd != nil {
 			s.onEnd()
 		}

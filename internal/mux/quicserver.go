@@ -214,6 +214,8 @@ func (l *QUICListener) Accept(ctx context.Context) (Session, Peer, error) {
 		return fail(quicCodeClosed, "", fmt.Errorf("confirm auth: %w", err))
 	}
 	s := newQUICSession(conn)
+	s.drained = make(chan struct{})
+	go drainDatagrams(conn, s.drained)
 	if !l.track(s) {
 		s.Close()
 		return nil, Peer{}, fmt.Errorf("accept quic: %w", net.ErrClosed)
@@ -274,6 +276,7 @@ func (l *QUICListener) Close() error {
 		l.tr.Conn.Close()
 		for _, s := range sessions {
 			<-s.done // set when the connection ended
+			<-s.drained
 		}
 	})
 	return nil
