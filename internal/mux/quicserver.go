@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -42,12 +43,13 @@ type QUICServerConfig struct {
 	// 10000; quic-go's own default of 100 is too low for a relay.
 	MaxStreams int
 	// Admit, when set, is asked before quic-go spends a handshake on a new
-	// connection from remote (its address is not yet validated). false
-	// refuses the connection at once (CONNECTION_REFUSED); true holds a
-	// slot until release is called, which the listener does once, when the
-	// handshake ended either way. It must not block: it runs on quic-go's
-	// packet loop. The relay bounds handshakes in total and per address
-	// with it, as it does for SSH.
+	// connection from remote, once remote has proved it receives what is
+	// sent to it (a Retry round trip, see admitConn): forged source
+	// addresses never reach it. false refuses the connection at once
+	// (CONNECTION_REFUSED); true holds a slot until release is called,
+	// which the listener does once, when the handshake ended either way. It
+	// must not block: it runs on quic-go's packet loop. The relay bounds
+	// handshakes in total and per address with it, as it does for SSH.
 	Admit func(remote net.Addr) (release func(), ok bool)
 	Options
 }
@@ -55,9 +57,31 @@ type QUICServerConfig struct {
 // admitKey holds a connection's release func in its context.
 type admitKey struct{}
 
+// alwaysRetry is the Transport's VerifySourceAddress: every Initial without
+// a valid token is answered with a Retry (RFC 9000 8.1.2), and quic-go
+// creates a connection, and calls ConnContext (admitConn), only for an
+// Initial that returns the Retry's token from the address it was sent to.
+//
+// Always, not only under load: a QUIC Initial's source address is
+// unverified, and with Admit run on it, about 50 forged Initials a second
+// held every handshake slot (each for the handshake timeout) and locked
+// every QUIC playnode out. Retry under load only would let forged Initials
+// take the slots up to the load threshold, and a threshold needs tuning;
+// Retry always leaves them none. The price is one round trip more per
+// connection, paid once per session by nodes that stay connected for days.
+// A forged Initial now costs the relay one Retry packet (smaller than the
+// 1200-byte Initial, so no amplification; quic-go drops Retries it cannot
+// send fast enough) and no state.
+func alwaysRetry(net.Addr) bool { return true }
+
 // admitConn is the Transport's ConnContext: it applies Admit to every new
-// connection attempt and arranges its release.
+// connection attempt and arranges its release. quic-go calls it once the
+// client's address is validated (alwaysRetry); an unvalidated one is
+// refused without asking Admit, should quic-go ever call it for one.
 func (l *QUICListener) admitConn(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	if !info.AddrVerified {
+		return nil, errAddrNotVerified
+	}
 	if l.cfg.Admit == nil {
 		return ctx, nil
 	}
@@ -79,7 +103,10 @@ func handshakeDone(conn *quic.Conn) {
 	}
 }
 
-var errHandshakeRefused = errors.New("handshake limit reached")
+var (
+	errHandshakeRefused = errors.New("handshake limit reached")
+	errAddrNotVerified  = errors.New("client address not validated")
+)
 
 // QUICListener accepts node sessions on one UDP socket.
 type QUICListener struct {
@@ -135,11 +162,16 @@ func listenQUIC(pconn net.PacketConn, cfg *QUICServerConfig) (*QUICListener, err
 		c.VerifyPeerCertificate = l.verifyNodeCert(hello.Conn.RemoteAddr())
 		return c, nil
 	}
-	// The stateless reset key is derived from the host key, so a restarted
-	// relay resets its old connections at the nodes' next packet instead of
-	// leaving them to time out.
-	resetKey := quic.StatelessResetKey(sha256.Sum256(append([]byte("paradigm quic stateless reset\x00"), cfg.HostKey.Seed()...)))
-	l.tr = &quic.Transport{Conn: pconn, StatelessResetKey: &resetKey, ConnContext: l.admitConn}
+	resetKey, err := statelessResetKey(cfg.HostKey)
+	if err != nil {
+		return nil, fmt.Errorf("quic server config: %w", err)
+	}
+	l.tr = &quic.Transport{
+		Conn:                pconn,
+		StatelessResetKey:   resetKey,
+		VerifySourceAddress: alwaysRetry,
+		ConnContext:         l.admitConn,
+	}
 	qconf := quicConfig(opts, cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout), cmp.Or(cfg.MaxStreams, defaultQUICMaxStreams), true)
 	l.ln, err = l.tr.Listen(tlsConf, qconf)
 	if err != nil {
@@ -147,6 +179,19 @@ func listenQUIC(pconn net.PacketConn, cfg *QUICServerConfig) (*QUICListener, err
 		return nil, fmt.Errorf("listen quic: %w", err)
 	}
 	return l, nil
+}
+
+// statelessResetKey derives the relay's stateless reset key from its host
+// key, so that a restarted relay resets its old connections at the nodes'
+// next packet (see resetProbe) instead of leaving them to time out. HKDF
+// (RFC 5869) with a label of its own: the key reveals nothing of the host
+// key, and no other use of the host key can produce it.
+func statelessResetKey(hostKey ed25519.PrivateKey) (*quic.StatelessResetKey, error) {
+	b, err := hkdf.Key(sha256.New, hostKey.Seed(), nil, "paradigm quic stateless reset key", len(quic.StatelessResetKey{}))
+	if err != nil {
+		return nil, fmt.Errorf("derive stateless reset key: %w", err)
+	}
+	return (*quic.StatelessResetKey)(b), nil
 }
 
 // verifyNodeCert accepts one self-signed ed25519 certificate, whatever its
