@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/logthrottle"
 )
 
 // ErrPeerHandshake is matched by the QUICListener.Accept errors that concern
@@ -51,6 +53,11 @@ type QUICServerConfig struct {
 	// must not block: it runs on quic-go's packet loop. The relay bounds
 	// handshakes in total and per address with it, as it does for SSH.
 	Admit func(remote net.Addr) (release func(), ok bool)
+	// Throttle, when set, takes the log lines that peers cause (a node
+	// certificate refused, reason ReasonBadCertificate), so that a
+	// redialling peer cannot flood the log; nil logs each one at Warn on
+	// Options.Logger.
+	Throttle *logthrottle.Limiter
 	Options
 }
 
@@ -202,10 +209,27 @@ func (l *QUICListener) verifyNodeCert(remote net.Addr) func([][]byte, [][]*x509.
 	return func(raw [][]byte, _ [][]*x509.Certificate) error {
 		_, err := peerCertKey(raw)
 		if err != nil {
-			l.opts.Logger.Warn("quic node certificate refused", "remote", remote.String(), "err", err)
+			l.warnPeer(ReasonBadCertificate, remote, "quic node certificate refused", "err", err)
 		}
 		return err
 	}
+}
+
+// ReasonBadCertificate is the logthrottle reason of a refused QUIC node
+// certificate.
+const ReasonBadCertificate = "bad quic certificate"
+
+// warnPeer logs a line a peer caused, through Throttle when set.
+func (l *QUICListener) warnPeer(reason string, remote net.Addr, msg string, attrs ...any) {
+	if l.cfg.Throttle == nil {
+		l.opts.Logger.Warn(msg, append(attrs, "reason", reason, "remote", remote.String())...)
+		return
+	}
+	var src netip.Addr
+	if u, ok := remote.(*net.UDPAddr); ok {
+		src = u.AddrPort().Addr().Unmap()
+	}
+	l.cfg.Throttle.Warn(reason, src, msg, attrs...)
 }
 
 // peerCertKey checks the peer's certificate chain: exactly one self-signed
