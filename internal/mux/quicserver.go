@@ -27,6 +27,21 @@ import (
 // Accept again. Any other Accept error means the listener is done.
 var ErrPeerHandshake = errors.New("quic peer not accepted")
 
+// PeerHandshakeError is the error Accept returns for one refused or
+// vanished peer: it matches ErrPeerHandshake and wraps the cause, and
+// carries the peer's address so that the caller can rate-limit its log
+// line per source (logthrottle).
+type PeerHandshakeError struct {
+	Remote net.Addr
+	Err    error
+}
+
+func (e *PeerHandshakeError) Error() string {
+	return fmt.Sprintf("%v: %s: %v", ErrPeerHandshake, e.Remote, e.Err)
+}
+
+func (e *PeerHandshakeError) Unwrap() []error { return []error{ErrPeerHandshake, e.Err} }
+
 // QUICServerConfig configures the relay side of the QUIC transport. It uses
 // the same key and the same Authorize as SSHServerConfig.
 type QUICServerConfig struct {
@@ -248,10 +263,10 @@ func peerCertKey(raw [][]byte) (ssh.PublicKey, error) {
 // Accept returns the next authorized node session. The TLS handshake
 // (certificates both ways) has completed; Accept authorizes the node's key
 // with Authorize and confirms it to the node. A refused or vanished peer
-// yields an error matching ErrPeerHandshake (and wrapping Authorize's
-// error): the listener goes on. Peers whose certificate is malformed never
-// get this far; they are logged at Warn. Any other error (listener closed,
-// ctx done) is final.
+// yields a *PeerHandshakeError (matching ErrPeerHandshake and wrapping
+// Authorize's error): the listener goes on. Peers whose certificate is
+// malformed never get this far; they are logged at Warn (through Throttle
+// when set). Any other error (listener closed, ctx done) is final.
 func (l *QUICListener) Accept(ctx context.Context) (Session, Peer, error) {
 	conn, err := l.ln.Accept(ctx)
 	if err != nil {
@@ -261,7 +276,7 @@ func (l *QUICListener) Accept(ctx context.Context) (Session, Peer, error) {
 	remote := conn.RemoteAddr()
 	fail := func(code quic.ApplicationErrorCode, msg string, err error) (Session, Peer, error) {
 		conn.CloseWithError(code, msg)
-		return nil, Peer{}, fmt.Errorf("%w: %s: %w", ErrPeerHandshake, remote, err)
+		return nil, Peer{}, &PeerHandshakeError{Remote: remote, Err: err}
 	}
 	state := conn.ConnectionState().TLS
 	if len(state.PeerCertificates) != 1 { // unreachable: RequireAnyClientCert and verifyNodeCert
