@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -252,4 +253,14 @@ func ExampleLimiter() {
 	l.Warn("too many handshakes", remote.Addr(), "connection refused", "limit", 128)
 	fmt.Println(l.Counts())
 	// Output: map[too many handshakes:1]
+}
+
+// BenchmarkUnthrottled is the cost Warn saves: one text line per event.
+func BenchmarkUnthrottled(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	src := addr(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		log.Warn("connection refused", "err", errRefused, "reason", "too many handshakes", "remote", src.String())
+	}
 }
