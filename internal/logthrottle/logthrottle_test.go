@@ -264,3 +264,40 @@ func BenchmarkUnthrottled(b *testing.B) {
 		log.Warn("connection refused", "err", errRefused, "reason", "too many handshakes", "remote", src.String())
 	}
 }
+
+// TestConcurrent: events from many goroutines, across interval ends, are
+// all counted and the limits hold in each interval.
+func TestConcurrent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var rec recorder
+		l := logthrottle.New(slog.New(&rec), logthrottle.Config{})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- l.Run(ctx) }()
+		const workers, events = 8, 1000
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := range events {
+					l.Warn("too many handshakes", addr(w*events+i), "connection refused")
+				}
+			})
+		}
+		wg.Wait()
+		lines := len(rec.take())
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		summaries := rec.take()
+		cancel()
+		<-done
+		if lines != 10 {
+			t.Errorf("logged %d lines, want the per-reason limit, 10", lines)
+		}
+		if len(summaries) != 1 || summaries[0].attrs["suppressed"] != uint64(workers*events-10) {
+			t.Errorf("summaries %+v, want one with %d suppressed", summaries, workers*events-10)
+		}
+		if c := l.Counts()["too many handshakes"]; c != workers*events {
+			t.Errorf("Counts = %d, want %d", c, workers*events)
+		}
+	})
+}
