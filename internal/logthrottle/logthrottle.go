@@ -15,6 +15,7 @@ package logthrottle
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -116,6 +117,21 @@ func (l *Limiter) Warn(reason string, src netip.Addr, msg string, attrs ...any) 
 	args = append(args, attrs...)
 	args = append(args, "reason", reason, "remote", src.String())
 	l.log.Warn(msg, args...)
+}
+
+// Source is the IP address of a TCP or UDP address, as Warn takes it (IPv4
+// in IPv6 unmapped); the zero Addr for anything else.
+func Source(a net.Addr) netip.Addr {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	default:
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // admit counts one event and says whether to log it.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -300,4 +301,21 @@ func TestConcurrent(t *testing.T) {
 			t.Errorf("Counts = %d, want %d", c, workers*events)
 		}
 	})
+}
+
+func TestSource(t *testing.T) {
+	tests := []struct {
+		in   net.Addr
+		want netip.Addr
+	}{
+		{&net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4422}, netip.MustParseAddr("192.0.2.7")},
+		{&net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 4422}, netip.MustParseAddr("2001:db8::1")},
+		{&net.UnixAddr{Name: "/run/x", Net: "unix"}, netip.Addr{}},
+		{nil, netip.Addr{}},
+	}
+	for _, tt := range tests {
+		if got := logthrottle.Source(tt.in); got != tt.want {
+			t.Errorf("Source(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
 }

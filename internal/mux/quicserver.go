@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -240,11 +239,7 @@ func (l *QUICListener) warnPeer(reason string, remote net.Addr, msg string, attr
 		l.opts.Logger.Warn(msg, append(attrs, "reason", reason, "remote", remote.String())...)
 		return
 	}
-	var src netip.Addr
-	if u, ok := remote.(*net.UDPAddr); ok {
-		src = u.AddrPort().Addr().Unmap()
-	}
-	l.cfg.Throttle.Warn(reason, src, msg, attrs...)
+	l.cfg.Throttle.Warn(reason, logthrottle.Source(remote), msg, attrs...)
 }
 
 // peerCertKey checks the peer's certificate chain: exactly one self-signed
