@@ -3,7 +3,10 @@ package mux
 // # QUIC transport flow
 //
 //	node (client)                                   relay (server)
-//	UDP, QUIC v1 + TLS 1.3, ALPN "paradigm/1" ------> ListenQUIC
+//	Initial, no token -------------------------------> ListenQUIC
+//	                  <------------------------------- Retry with a token (always: alwaysRetry)
+//	UDP, QUIC v1 + TLS 1.3, ALPN "paradigm/1" ------> Admit, then the handshake
+//	  (Initial with the token)
 //	  verify relay cert: ed25519, self-signed,
 //	  HostKeyCallback(Addr, remote, key)            <- cert derived from the host key
 //	  client cert derived from the node key --------> ed25519, self-signed (else: handshake fails)
@@ -28,8 +31,10 @@ package mux
 //
 // Liveness is QUIC's: a PING every Keepalive when idle and an idle timeout
 // of 2*Keepalive, on both ends (QUIC applies the smaller of the two ends'
-// idle timeouts to both). A node can move to another address
-// (Wi-Fi to cellular) without a new session, see MigrateQUIC.
+// idle timeouts to both). A node whose relay has gone quiet also sends
+// DATAGRAM probes, so that a restarted relay's stateless reset reaches it
+// (see resetProbe). A node can move to another address (Wi-Fi to
+// cellular) without a new session, see MigrateQUIC.
 //
 // References: RFC 9000 (QUIC), RFC 9001 (QUIC-TLS), RFC 8446 4.4.3
 // (CertificateVerify).
@@ -92,8 +97,8 @@ func quicConfig(opts Options, handshake time.Duration, maxStreams int, server bo
 		InitialConnectionReceiveWindow: quicInitialConnWindow,
 		MaxConnectionReceiveWindow:     quicMaxConnWindow,
 		MaxIncomingStreams:             int64(maxStreams),
-		MaxIncomingUniStreams:          -1, // the relay takes none
-		EnableDatagrams:                false,
+		MaxIncomingUniStreams:          -1,   // the relay takes none
+		EnableDatagrams:                true, // resetProbe, node to relay only
 		Allow0RTT:                      false,
 	}
 	if !server {
@@ -116,7 +121,10 @@ func checkQUICKey(key ed25519.PrivateKey) error {
 type quicSession struct {
 	conn  *quic.Conn
 	log   *slog.Logger // node sessions only: MigrateQUIC's buffer warning
+	probe *resetProbe  // node sessions only, nil if the relay takes no datagrams
 	onEnd func()       // relay sessions only: drops the session from its listener
+	// drained is closed when drainDatagrams returns (relay sessions only).
+	drained chan struct{}
 
 	done   chan struct{} // closed after err is set
 	err    error
@@ -227,6 +235,10 @@ func (s *quicSession) Close() error {
 			trs[i].Conn.Close()
 		}
 		<-s.done
+		s.probe.stop()
+		if s.drained != nil {
+			<-s.drained
+		}
 		if s.onEnd != nil {
 			s.onEnd()
 		}

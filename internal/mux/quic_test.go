@@ -198,6 +198,10 @@ func TestQUICUnauthorizedKey(t *testing.T) {
 	if !errors.Is(r.err, errUnauthorized) || !errors.Is(r.err, mux.ErrPeerHandshake) {
 		t.Errorf("Accept: got %v, want Authorize's error matching ErrPeerHandshake", r.err)
 	}
+	var pe *mux.PeerHandshakeError
+	if !errors.As(r.err, &pe) || pe.Remote == nil || pe.Remote.(*net.UDPAddr).IP.String() != "127.0.0.1" {
+		t.Errorf("Accept: got %#v, want a *PeerHandshakeError with the node's address", r.err)
+	}
 	// The listener goes on.
 	e.client.Key = e.nodeKey
 	e.pair(t, nil, nil)

@@ -109,6 +109,7 @@ func dialQUIC(ctx context.Context, pconn net.PacketConn, raddr net.Addr, cfg *QU
 	s := newQUICSession(conn)
 	s.log = opts.Logger
 	s.transports = []*quic.Transport{tr}
+	s.probe = startResetProbe(conn, opts.Keepalive)
 	return s, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,12 +18,28 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/logthrottle"
 )
 
 // ErrPeerHandshake is matched by the QUICListener.Accept errors that concern
 // one peer (its key refused, the peer gone during setup): log them and call
 // Accept again. Any other Accept error means the listener is done.
 var ErrPeerHandshake = errors.New("quic peer not accepted")
+
+// PeerHandshakeError is the error Accept returns for one refused or
+// vanished peer: it matches ErrPeerHandshake and wraps the cause, and
+// carries the peer's address so that the caller can rate-limit its log
+// line per source (logthrottle).
+type PeerHandshakeError struct {
+	Remote net.Addr
+	Err    error
+}
+
+func (e *PeerHandshakeError) Error() string {
+	return fmt.Sprintf("%v: %s: %v", ErrPeerHandshake, e.Remote, e.Err)
+}
+
+func (e *PeerHandshakeError) Unwrap() []error { return []error{ErrPeerHandshake, e.Err} }
 
 // QUICServerConfig configures the relay side of the QUIC transport. It uses
 // the same key and the same Authorize as SSHServerConfig.
@@ -42,22 +59,50 @@ type QUICServerConfig struct {
 	// 10000; quic-go's own default of 100 is too low for a relay.
 	MaxStreams int
 	// Admit, when set, is asked before quic-go spends a handshake on a new
-	// connection from remote (its address is not yet validated). false
-	// refuses the connection at once (CONNECTION_REFUSED); true holds a
-	// slot until release is called, which the listener does once, when the
-	// handshake ended either way. It must not block: it runs on quic-go's
-	// packet loop. The relay bounds handshakes in total and per address
-	// with it, as it does for SSH.
+	// connection from remote, once remote has proved it receives what is
+	// sent to it (a Retry round trip, see admitConn): forged source
+	// addresses never reach it. false refuses the connection at once
+	// (CONNECTION_REFUSED); true holds a slot until release is called,
+	// which the listener does once, when the handshake ended either way. It
+	// must not block: it runs on quic-go's packet loop. The relay bounds
+	// handshakes in total and per address with it, as it does for SSH.
 	Admit func(remote net.Addr) (release func(), ok bool)
+	// Throttle, when set, takes the log lines that peers cause (a node
+	// certificate refused, reason ReasonBadCertificate), so that a
+	// redialling peer cannot flood the log; nil logs each one at Warn on
+	// Options.Logger.
+	Throttle *logthrottle.Limiter
 	Options
 }
 
 // admitKey holds a connection's release func in its context.
 type admitKey struct{}
 
+// alwaysRetry is the Transport's VerifySourceAddress: every Initial without
+// a valid token is answered with a Retry (RFC 9000 8.1.2), and quic-go
+// creates a connection, and calls ConnContext (admitConn), only for an
+// Initial that returns the Retry's token from the address it was sent to.
+//
+// Always, not only under load: a QUIC Initial's source address is
+// unverified, and with Admit run on it, about 50 forged Initials a second
+// held every handshake slot (each for the handshake timeout) and locked
+// every QUIC playnode out. Retry under load only would let forged Initials
+// take the slots up to the load threshold, and a threshold needs tuning;
+// Retry always leaves them none. The price is one round trip more per
+// connection, paid once per session by nodes that stay connected for days.
+// A forged Initial now costs the relay one Retry packet (smaller than the
+// 1200-byte Initial, so no amplification; quic-go drops Retries it cannot
+// send fast enough) and no state.
+func alwaysRetry(net.Addr) bool { return true }
+
 // admitConn is the Transport's ConnContext: it applies Admit to every new
-// connection attempt and arranges its release.
+// connection attempt and arranges its release. quic-go calls it once the
+// client's address is validated (alwaysRetry); an unvalidated one is
+// refused without asking Admit, should quic-go ever call it for one.
 func (l *QUICListener) admitConn(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	if !info.AddrVerified {
+		return nil, errAddrNotVerified
+	}
 	if l.cfg.Admit == nil {
 		return ctx, nil
 	}
@@ -79,7 +124,10 @@ func handshakeDone(conn *quic.Conn) {
 	}
 }
 
-var errHandshakeRefused = errors.New("handshake limit reached")
+var (
+	errHandshakeRefused = errors.New("handshake limit reached")
+	errAddrNotVerified  = errors.New("client address not validated")
+)
 
 // QUICListener accepts node sessions on one UDP socket.
 type QUICListener struct {
@@ -135,11 +183,16 @@ func listenQUIC(pconn net.PacketConn, cfg *QUICServerConfig) (*QUICListener, err
 		c.VerifyPeerCertificate = l.verifyNodeCert(hello.Conn.RemoteAddr())
 		return c, nil
 	}
-	// The stateless reset key is derived from the host key, so a restarted
-	// relay resets its old connections at the nodes' next packet instead of
-	// leaving them to time out.
-	resetKey := quic.StatelessResetKey(sha256.Sum256(append([]byte("paradigm quic stateless reset\x00"), cfg.HostKey.Seed()...)))
-	l.tr = &quic.Transport{Conn: pconn, StatelessResetKey: &resetKey, ConnContext: l.admitConn}
+	resetKey, err := statelessResetKey(cfg.HostKey)
+	if err != nil {
+		return nil, fmt.Errorf("quic server config: %w", err)
+	}
+	l.tr = &quic.Transport{
+		Conn:                pconn,
+		StatelessResetKey:   resetKey,
+		VerifySourceAddress: alwaysRetry,
+		ConnContext:         l.admitConn,
+	}
 	qconf := quicConfig(opts, cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout), cmp.Or(cfg.MaxStreams, defaultQUICMaxStreams), true)
 	l.ln, err = l.tr.Listen(tlsConf, qconf)
 	if err != nil {
@@ -147,6 +200,19 @@ func listenQUIC(pconn net.PacketConn, cfg *QUICServerConfig) (*QUICListener, err
 		return nil, fmt.Errorf("listen quic: %w", err)
 	}
 	return l, nil
+}
+
+// statelessResetKey derives the relay's stateless reset key from its host
+// key, so that a restarted relay resets its old connections at the nodes'
+// next packet (see resetProbe) instead of leaving them to time out. HKDF
+// (RFC 5869) with a label of its own: the key reveals nothing of the host
+// key, and no other use of the host key can produce it.
+func statelessResetKey(hostKey ed25519.PrivateKey) (*quic.StatelessResetKey, error) {
+	b, err := hkdf.Key(sha256.New, hostKey.Seed(), nil, "paradigm quic stateless reset key", len(quic.StatelessResetKey{}))
+	if err != nil {
+		return nil, fmt.Errorf("derive stateless reset key: %w", err)
+	}
+	return (*quic.StatelessResetKey)(b), nil
 }
 
 // verifyNodeCert accepts one self-signed ed25519 certificate, whatever its
@@ -157,10 +223,23 @@ func (l *QUICListener) verifyNodeCert(remote net.Addr) func([][]byte, [][]*x509.
 	return func(raw [][]byte, _ [][]*x509.Certificate) error {
 		_, err := peerCertKey(raw)
 		if err != nil {
-			l.opts.Logger.Warn("quic node certificate refused", "remote", remote.String(), "err", err)
+			l.warnPeer(ReasonBadCertificate, remote, "quic node certificate refused", "err", err)
 		}
 		return err
 	}
+}
+
+// ReasonBadCertificate is the logthrottle reason of a refused QUIC node
+// certificate.
+const ReasonBadCertificate = "bad quic certificate"
+
+// warnPeer logs a line a peer caused, through Throttle when set.
+func (l *QUICListener) warnPeer(reason string, remote net.Addr, msg string, attrs ...any) {
+	if l.cfg.Throttle == nil {
+		l.opts.Logger.Warn(msg, append(attrs, "reason", reason, "remote", remote.String())...)
+		return
+	}
+	l.cfg.Throttle.Warn(reason, logthrottle.Source(remote), msg, attrs...)
 }
 
 // peerCertKey checks the peer's certificate chain: exactly one self-signed
@@ -179,10 +258,10 @@ func peerCertKey(raw [][]byte) (ssh.PublicKey, error) {
 // Accept returns the next authorized node session. The TLS handshake
 // (certificates both ways) has completed; Accept authorizes the node's key
 // with Authorize and confirms it to the node. A refused or vanished peer
-// yields an error matching ErrPeerHandshake (and wrapping Authorize's
-// error): the listener goes on. Peers whose certificate is malformed never
-// get this far; they are logged at Warn. Any other error (listener closed,
-// ctx done) is final.
+// yields a *PeerHandshakeError (matching ErrPeerHandshake and wrapping
+// Authorize's error): the listener goes on. Peers whose certificate is
+// malformed never get this far; they are logged at Warn (through Throttle
+// when set). Any other error (listener closed, ctx done) is final.
 func (l *QUICListener) Accept(ctx context.Context) (Session, Peer, error) {
 	conn, err := l.ln.Accept(ctx)
 	if err != nil {
@@ -192,7 +271,7 @@ func (l *QUICListener) Accept(ctx context.Context) (Session, Peer, error) {
 	remote := conn.RemoteAddr()
 	fail := func(code quic.ApplicationErrorCode, msg string, err error) (Session, Peer, error) {
 		conn.CloseWithError(code, msg)
-		return nil, Peer{}, fmt.Errorf("%w: %s: %w", ErrPeerHandshake, remote, err)
+		return nil, Peer{}, &PeerHandshakeError{Remote: remote, Err: err}
 	}
 	state := conn.ConnectionState().TLS
 	if len(state.PeerCertificates) != 1 { // unreachable: RequireAnyClientCert and verifyNodeCert
@@ -214,6 +293,8 @@ func (l *QUICListener) Accept(ctx context.Context) (Session, Peer, error) {
 		return fail(quicCodeClosed, "", fmt.Errorf("confirm auth: %w", err))
 	}
 	s := newQUICSession(conn)
+	s.drained = make(chan struct{})
+	go drainDatagrams(conn, s.drained)
 	if !l.track(s) {
 		s.Close()
 		return nil, Peer{}, fmt.Errorf("accept quic: %w", net.ErrClosed)
@@ -274,6 +355,7 @@ func (l *QUICListener) Close() error {
 		l.tr.Conn.Close()
 		for _, s := range sessions {
 			<-s.done // set when the connection ended
+			<-s.drained
 		}
 	})
 	return nil
