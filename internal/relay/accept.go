@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/logthrottle"
 	"paradigm/internal/mux"
 )
 
@@ -37,7 +39,7 @@ func (r *Relay) acceptNodes(ctx context.Context) error {
 		src, ok := r.unauth.acquire(conn.RemoteAddr(), r.cfg.MaxUnauthPerAddress)
 		if !ok {
 			if src.IsValid() {
-				r.log.Warn("too many unauthenticated connections from one address, closed", "remote", conn.RemoteAddr().String(), "limit", r.cfg.MaxUnauthPerAddress)
+				r.throttle.Warn("unauth-per-address", src, "too many unauthenticated connections from one address, closed", "remote", conn.RemoteAddr().String(), "transport", "ssh", "limit", r.cfg.MaxUnauthPerAddress)
 			}
 			conn.Close()
 			continue
@@ -55,7 +57,7 @@ func (r *Relay) serveNode(ctx context.Context, conn net.Conn, authenticated func
 	if err != nil {
 		if ctx.Err() == nil {
 			r.reg.counters.handshakeFailed.Add(1)
-			r.log.Warn("playnode handshake failed", "remote", conn.RemoteAddr().String(), "transport", "ssh", "err", err)
+			r.throttle.Warn("handshake-failed", logthrottle.Source(conn.RemoteAddr()), "playnode handshake failed", "remote", conn.RemoteAddr().String(), "transport", "ssh", "err", err)
 		}
 		return
 	}
@@ -100,6 +102,7 @@ func (r *Relay) listenQUIC() error {
 		Authorize:        r.authorize,
 		HandshakeTimeout: r.cfg.HandshakeTimeout,
 		Admit:            r.admitQUIC,
+		Throttle:         r.throttle,
 		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
 	})
 	if err != nil {
@@ -115,7 +118,11 @@ func (r *Relay) acceptQUIC(ctx context.Context) {
 		s, peer, err := r.quic.Accept(ctx)
 		if errors.Is(err, mux.ErrPeerHandshake) {
 			r.reg.counters.handshakeFailed.Add(1)
-			r.log.Warn("playnode handshake failed", "transport", "quic", "err", err)
+			var src netip.Addr
+			if pe := (*mux.PeerHandshakeError)(nil); errors.As(err, &pe) {
+				src = logthrottle.Source(pe.Remote)
+			}
+			r.throttle.Warn("handshake-failed", src, "playnode handshake failed", "transport", "quic", "err", err)
 			continue
 		}
 		if err != nil {
@@ -134,7 +141,7 @@ func (r *Relay) authorize(remote net.Addr, user string, key ssh.PublicKey) (stri
 	name, ok := r.reg.authorized(key.Marshal())
 	if !ok {
 		r.reg.counters.authFailed.Add(1)
-		r.log.Warn("unknown node key refused", "remote", remote.String(), "user", user,
+		r.throttle.Warn("unknown-key", logthrottle.Source(remote), "unknown node key refused", "remote", remote.String(), "user", user,
 			"fingerprint", identity.Fingerprint(key), "authorize", fmt.Sprintf("paradigm-relay authorize --data %s %s '%s'", r.cfg.DataDir, safeUser(user), identity.PublicLine(key, "")))
 		return "", fmt.Errorf("key %s is not authorized", identity.Fingerprint(key))
 	}

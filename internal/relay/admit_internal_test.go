@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net"
 	"testing"
+
+	"paradigm/internal/logthrottle"
 )
 
 // TestAdmitQUIC checks the QUIC handshake admission: per source address,
@@ -14,6 +16,8 @@ func TestAdmitQUIC(t *testing.T) {
 		log:     slog.New(slog.DiscardHandler),
 		hsSlots: make(chan struct{}, 3),
 		reg:     newRegistry(&authorizedSet{}, nil),
+
+		throttle: logthrottle.New(slog.New(slog.DiscardHandler), logthrottle.Config{}),
 	}
 	a := &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: 1000}
 	b := &net.UDPAddr{IP: net.ParseIP("127.0.0.2"), Port: 1000}

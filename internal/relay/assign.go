@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"time"
 
 	"paradigm/internal/proto"
@@ -21,8 +23,8 @@ func (r *Relay) assign(ctx context.Context, s *nodeSession) ([]proto.Portalias, 
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	known := r.reg.currentTable()
-	var missing []string
-	for name := range s.services {
+	var missing []string // by name: the lowest free port goes to the first
+	for _, name := range slices.Sorted(maps.Keys(s.services)) {
 		if _, ok := known.Lookup(s.playnode, name); !ok {
 			missing = append(missing, name)
 		}

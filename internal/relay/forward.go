@@ -3,9 +3,9 @@ package relay
 import (
 	"context"
 	"errors"
-
 	"net"
 
+	"paradigm/internal/logthrottle"
 	"paradigm/internal/mux"
 	"paradigm/internal/proto"
 )
@@ -23,14 +23,14 @@ func (r *Relay) forward(s *nodeSession, st *serviceStats, c *net.TCPConn) {
 	cancel()
 	if err != nil {
 		c.Close()
-		s.log.Warn("open stream", "service", service, "err", err)
+		r.throttle.Warn("open-stream", logthrottle.Source(c.RemoteAddr()), "open stream", "playnode", s.playnode, "service", service, "err", err)
 		return
 	}
 	var hdr [2 + proto.MaxNameLen]byte
 	if _, err := stream.Write(proto.AppendStreamHeader(hdr[:0], service)); err != nil {
 		c.Close()
 		stream.Close()
-		s.log.Warn("write stream header", "service", service, "err", err)
+		r.throttle.Warn("open-stream", logthrottle.Source(c.RemoteAddr()), "write stream header", "playnode", s.playnode, "service", service, "err", err)
 		return
 	}
 	st.open.Add(1)
@@ -40,7 +40,7 @@ func (r *Relay) forward(s *nodeSession, st *serviceStats, c *net.TCPConn) {
 	in, out, err := mux.Splice(c, &countedStream{Stream: stream, st: st, all: &r.reg.counters})
 	var se *proto.StreamError
 	if errors.As(err, &se) {
-		s.log.Warn("service unavailable on playnode", "service", service, "err", se)
+		r.throttle.Warn("service-unavailable", logthrottle.Source(c.RemoteAddr()), "service unavailable on playnode", "playnode", s.playnode, "service", service, "err", se)
 		return
 	}
 	s.log.Debug("connection closed", "service", service, "remote", c.RemoteAddr().String(), "in", in, "out", out, "err", err)

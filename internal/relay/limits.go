@@ -103,14 +103,14 @@ func (r *Relay) admit(l *portListener, s *nodeSession, c net.Conn) bool {
 func (r *Relay) admitQUIC(remote net.Addr) (func(), bool) {
 	src, ok := r.unauth.acquire(remote, r.cfg.MaxUnauthPerAddress)
 	if !ok {
-		r.log.Warn("too many unauthenticated connections from one address, closed", "remote", remote.String(), "transport", "quic", "limit", r.cfg.MaxUnauthPerAddress)
+		r.throttle.Warn("unauth-per-address", src, "too many unauthenticated connections from one address, closed", "remote", remote.String(), "transport", "quic", "limit", r.cfg.MaxUnauthPerAddress)
 		return nil, false
 	}
 	select {
 	case r.hsSlots <- struct{}{}:
 	default:
 		r.unauth.release(src)
-		r.log.Warn("too many handshakes in progress, quic connection refused", "remote", remote.String(), "limit", r.cfg.MaxHandshakes)
+		r.throttle.Warn("handshake-slots", src, "too many handshakes in progress, quic connection refused", "remote", remote.String(), "limit", r.cfg.MaxHandshakes)
 		return nil, false
 	}
 	r.reg.counters.handshakes.Add(1)

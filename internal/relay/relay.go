@@ -15,6 +15,7 @@ import (
 
 	"paradigm/internal/identity"
 	"paradigm/internal/lockfile"
+	"paradigm/internal/logthrottle"
 	"paradigm/internal/mux"
 	"paradigm/internal/store"
 )
@@ -44,6 +45,11 @@ type Relay struct {
 	applyMu sync.Mutex
 	reg     *registry
 
+	// throttle takes the log lines that peers cause (refused and failed
+	// connections), so that no attacker gets a log line cheaper than the
+	// relay writes it.
+	throttle *logthrottle.Limiter
+
 	statusFailing bool // owned by the status writer, then by shutdown
 }
 
@@ -72,6 +78,8 @@ func New(cfg Config) (*Relay, error) {
 		lock:    lock,
 		store:   cfg.Store,
 		hsSlots: make(chan struct{}, cfg.MaxHandshakes),
+
+		throttle: logthrottle.New(cfg.Logger, logthrottle.Config{}),
 	}
 	if r.store == nil {
 		r.store = &store.File{Path: filepath.Join(cfg.DataDir, PortaliasFile), PollInterval: cfg.ReloadInterval}
@@ -161,6 +169,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer stop()
 	r.wg.Go(func() { r.store.Watch(ctx, r.applyWatched) })
 	r.wg.Go(func() { r.watchAuthorized(ctx) })
+	r.wg.Go(func() { r.throttle.Run(ctx) })
 	err := r.acceptNodes(ctx)
 	cancel()
 	r.shutdown()

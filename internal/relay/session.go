@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/logthrottle"
 	"paradigm/internal/mux"
 	"paradigm/internal/proto"
 )
@@ -65,10 +66,10 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 		case ctx.Err() != nil:
 		case errors.As(err, &refuse):
 			r.reg.refused(peer.Playnode, ms.RemoteAddr().String(), transport, string(refuse.Code))
-			log.Warn("playnode refused", "playnode", peer.Playnode, "err", err)
+			r.throttle.Warn("refused", logthrottle.Source(ms.RemoteAddr()), "playnode refused", "playnode", peer.Playnode, "remote", ms.RemoteAddr().String(), "transport", transport, "err", err)
 		default:
 			r.reg.counters.handshakeFailed.Add(1)
-			log.Warn("playnode handshake failed", "playnode", peer.Playnode, "err", err)
+			r.throttle.Warn("handshake-failed", logthrottle.Source(ms.RemoteAddr()), "playnode handshake failed", "playnode", peer.Playnode, "remote", ms.RemoteAddr().String(), "transport", transport, "err", err)
 		}
 		return
 	}

@@ -67,10 +67,18 @@ type Counters struct {
 	Forwarded        uint64            `json:"connections_forwarded"`
 	BytesToPlaynodes uint64            `json:"bytes_to_playnodes"`
 	BytesFromNodes   uint64            `json:"bytes_from_playnodes"`
+	// PeerEvents counts what peers caused that the log rate-limits, by
+	// reason (unauth-per-address, handshake-slots, handshake-failed,
+	// unknown-key, refused, open-stream, service-unavailable).
+	PeerEvents map[string]uint64 `json:"peer_events"`
 }
 
 // Snapshot returns the relay's live state now.
-func (r *Relay) Snapshot() Snapshot { return r.reg.snapshot() }
+func (r *Relay) Snapshot() Snapshot {
+	s := r.reg.snapshot()
+	s.Counters.PeerEvents = r.throttle.Counts()
+	return s
+}
 
 func (g *registry) snapshot() Snapshot {
 	g.pubMu.Lock() // no event between the state and its Seq
@@ -200,5 +208,7 @@ func (r *Relay) Subscribe(n int) (snap Snapshot, sub *Subscription) {
 	g := r.reg
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
-	return g.snapshotLocked(), g.bus.subscribe(n)
+	snap = g.snapshotLocked()
+	snap.Counters.PeerEvents = r.throttle.Counts()
+	return snap, g.bus.subscribe(n)
 }
