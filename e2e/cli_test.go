@@ -15,7 +15,8 @@ import (
 )
 
 // TestSingleInstance: the legacy deployment starts the node from cron every
-// minute, so a second run with the same --lock must exit 0 at once.
+// minute, so a second run with the same --lock must exit 0 at once, silent
+// (cron appends whatever it prints to a log every minute) unless --verbose.
 func TestSingleInstance(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
@@ -26,11 +27,16 @@ func TestSingleInstance(t *testing.T) {
 	first.waitLog(t, 1, "node starting") // logged once the lock is held
 
 	res := run(t, nodeBin, d.nodeArgs(r, playnode, key, service)...)
-	if res.code != 0 {
-		t.Errorf("second node run: exit %d, want 0", res.code)
+	if res.code != 0 || res.stdout != "" || res.stderr != "" {
+		t.Errorf("second node run: exit %d, stdout %q, stderr %q; want exit 0 and nothing printed", res.code, res.stdout, res.stderr)
 	}
-	if !strings.Contains(res.stderr, "an instance is already running") {
-		t.Errorf("second node run printed %q, want it to say an instance is already running", res.stderr)
+	res = run(t, nodeBin, append(d.nodeArgs(r, playnode, key, service), "--verbose")...)
+	second := &proc{name: "second node"}
+	second.stderr.Write([]byte(res.stderr))
+	if res.code != 0 || second.count("instance already running") != 1 {
+		t.Errorf("second node run --verbose: exit %d, stderr %q; want exit 0 and one \"instance already running\" line", res.code, res.stderr)
+	} else if e := second.matching("instance already running")[0]; !strings.Contains(e.str("err"), fmt.Sprintf("(pid %d)", first.cmd.Process.Pid)) {
+		t.Errorf("second node run --verbose logs %v, want it to name the first node's pid %d", e, first.cmd.Process.Pid)
 	}
 	r.waitLog(t, 1, "playnode connected", "playnode", playnode)
 	if first.exited() {
@@ -39,6 +45,55 @@ func TestSingleInstance(t *testing.T) {
 	if n := r.count("playnode connected"); n != 1 {
 		t.Errorf("relay logged %d connections, want 1", n)
 	}
+}
+
+// TestNodeGlobalFlags: --log-format works after the command as before it, "node starting" names the node's own key key_fingerprint
+// (the config's fingerprint is the relay's), and --version describes the
+// build.
+func TestNodeGlobalFlags(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	r := d.serve(t, "ssh", "127.0.0.1:0")
+	for i, order := range [][]string{
+		{"--log-format", "json", "run"},
+		{"run", "--log-format", "json"},
+	} {
+		name := fmt.Sprintf("flags-%d", i)
+		key := d.addPlaynode(t, name)
+		args := append(slices.Clone(order), "--relay", r.addr, "--fingerprint", d.fingerprint, "--key", key, "--name", name,
+			"--lock", filepath.Join(d.dir, name+".lock"), "--service", "echo=1")
+		p := start(t, "node "+name, nodeBin, args...)
+		e := p.waitLog(t, 1, "node starting") // only parses if the log is JSON
+		if got, want := e.str("key_fingerprint"), publicFingerprint(t, key); got != want {
+			t.Errorf("%q: node starting has key_fingerprint %q, want the node key's %q", order, got, want)
+		}
+		if fp, ok := e["fingerprint"]; ok {
+			t.Errorf("%q: node starting has fingerprint=%v, want only key_fingerprint", order, fp)
+		}
+		if e.str("level") != "INFO" {
+			t.Errorf("%q: got %v, want a JSON INFO line", order, e)
+		}
+		r.waitLog(t, 1, "playnode connected", "playnode", name)
+	}
+
+	out := mustRun(t, nodeBin, "--version")
+	if !strings.HasPrefix(out, "paradigm-node version ") || !strings.Contains(out, "commit ") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("paradigm-node --version printed %q, want the version, commit and %s", out, runtime.Version())
+	}
+}
+
+// publicFingerprint is the SHA256 fingerprint of key.pub.
+func publicFingerprint(t *testing.T, key string) string {
+	t.Helper()
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _, _, _, err := ssh.ParseAuthorizedKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ssh.FingerprintSHA256(parsed)
 }
 
 func TestDemo(t *testing.T) {
@@ -193,15 +248,18 @@ relay = %s
 fingerprint = %s
 key = %s
 name = %s
-service = echo=%d
-service = "again=127.0.0.1:%d"
+service = echo=%d   # the test's echo server
+service = "again=127.0.0.1:%d"  # quoted, commented
 lock = %s
 backoff-max = 1s
+keepalive = 10s # the default
+log-format = json # global flags are keys too
 `, r.addr, d.fingerprint, key, name, echo, echo, filepath.Join(d.dir, "conf.lock"))
 	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start(t, "node "+name, nodeBin, "run", "--config", config)
+	n := start(t, "node "+name, nodeBin, "run", "--config", config)
+	n.waitLog(t, 1, "node starting") // JSON, as the file says
 	e := r.waitLog(t, 1, "playnode connected", "playnode", name)
 	for _, service := range []string{"echo", "again"} {
 		port := e.port(t, service)
@@ -216,6 +274,20 @@ backoff-max = 1s
 	res := run(t, nodeBin, "run", "--config", bad)
 	if want := bad + ":3"; res.code == 0 || !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "relay-port") {
 		t.Errorf("node run with unknown key at line 3: exit %d, stderr %q; want non-zero naming %s and the key", res.code, res.stderr, want)
+	}
+
+	for _, tc := range []struct{ text, want string }{
+		{"relay = %s\nkey = %s\n# again\nrelay = 127.0.0.1:1\n", ":4: relay given twice, first on line 1"},
+		{"relay = %s\nkey = %s\nkeepalive = 10  # seconds\n", `:3: keepalive: "10" is not a duration, write 10s`},
+		{"relay = %s\nkey = %s\ntrust-on-first-use = yes\n", `:3: trust-on-first-use: "yes" is not a boolean, write true or false`},
+	} {
+		if err := os.WriteFile(bad, []byte(fmt.Sprintf(tc.text, r.addr, key)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res := run(t, nodeBin, "run", "--config", bad)
+		if res.code == 0 || !strings.Contains(res.stderr, bad+tc.want) {
+			t.Errorf("node run with %q: exit %d, stderr %q; want non-zero with %q", tc.text, res.code, res.stderr, bad+tc.want)
+		}
 	}
 }
 

@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // helperEnv names the lock file a re-executed test binary should hold.
@@ -187,4 +190,92 @@ func TestOtherProcess(t *testing.T) {
 		t.Fatalf("TryAcquire after holder was killed: got %v, want nil", err)
 	}
 	l.Release()
+}
+
+// exitedPID returns the PID of a child that has exited and been reaped.
+func exitedPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+// TestNeverNamesExitedPID: a holder between flock and writing its PID
+// leaves the previous holder's PID in the file; the conflict error must not
+// name that exited process, but the real holder (from /proc/locks) or none.
+func TestNeverNamesExitedPID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.lock")
+	dead := exitedPID(t)
+	if err := os.WriteFile(path, []byte(strconv.Itoa(dead)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err) // held, PID not written yet
+	}
+
+	_, err = TryAcquire(path)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("got %v, want ErrLocked", err)
+	}
+	if strings.Contains(err.Error(), fmt.Sprintf("pid %d)", dead)) {
+		t.Errorf("got %q, which names exited pid %d", err, dead)
+	}
+	if _, statErr := os.Stat("/proc/locks"); statErr == nil {
+		if want := fmt.Sprintf("(pid %d)", os.Getpid()); !strings.Contains(err.Error(), want) {
+			t.Errorf("got %q, want it to name the holder %s from /proc/locks", err, want)
+		}
+	}
+
+	// Without the kernel's table, the file's PID is named only if alive.
+	noTable := filepath.Join(t.TempDir(), "no-locks")
+	if got := holderPID(f, noTable); got != 0 {
+		t.Errorf("holderPID with exited pid %d in the file and no lock table: got %d, want 0", dead, got)
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := holderPID(f, noTable); got != os.Getpid() {
+		t.Errorf("holderPID with a live pid in the file: got %d, want %d", got, os.Getpid())
+	}
+}
+
+// TestKernelHolder reads a lock table in /proc/locks format.
+func TestKernelHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.lock")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino)
+	for _, tt := range []struct {
+		name, table string
+		want        int
+	}{
+		{"holder", "1: POSIX  ADVISORY  WRITE 7 " + id + " 0 EOF\n2: FLOCK  ADVISORY  WRITE 4242 " + id + " 0 EOF\n", 4242},
+		{"waiter skipped", "1: -> FLOCK  ADVISORY  WRITE 99 " + id + " 0 EOF\n", 0},
+		{"other inode", "1: FLOCK  ADVISORY  WRITE 4242 00:00:1 0 EOF\n", 0},
+		{"hidden pid", "1: FLOCK  ADVISORY  WRITE -1 " + id + " 0 EOF\n", 0},
+		{"garbage", "\x00\n1:\n", 0},
+	} {
+		table := filepath.Join(t.TempDir(), "locks")
+		if err := os.WriteFile(table, []byte(tt.table), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := kernelHolder(f, table); got != tt.want {
+			t.Errorf("%s: got %d, want %d", tt.name, got, tt.want)
+		}
+	}
 }
