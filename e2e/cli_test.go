@@ -1,6 +1,12 @@
 package e2e
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -339,5 +345,59 @@ func TestProcs(t *testing.T) {
 		"--listen", "127.0.0.1:0", "--ports", d.ports, "--procs", "1")
 	if got := p.waitLog(t, 1, "relay listening").num(t, "procs"); got != 1 {
 		t.Errorf("relay serve --procs 1 logs procs=%d, want 1", got)
+	}
+}
+
+// TestOnlyEd25519Keys: README promises ed25519 keys; RSA and ECDSA keys are
+// refused with a message at each place an operator meets them: authorize,
+// a hand-edited authorized_nodes line (serve stops naming file:line), and
+// the node's --key.
+func TestOnlyEd25519Keys(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, key := range map[string]crypto.Signer{"ssh-rsa": rsaKey, "ecdsa-sha2-nistp256": ecKey} {
+		block, err := ssh.MarshalPrivateKey(key, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(d.dir, typ)
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		pub, err := ssh.NewPublicKey(key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+
+		res := run(t, relayBin, "authorize", "--data", d.data, "kiosk-"+typ[:3], line)
+		if res.code == 0 || !strings.Contains(res.stderr, "ed25519 keys only") || !strings.Contains(res.stderr, typ) {
+			t.Errorf("authorize %s key: exit %d, stderr %q; want non-zero saying ed25519 keys only", typ, res.code, res.stderr)
+		}
+
+		res = run(t, nodeBin, "run", "--relay", "127.0.0.1:1", "--fingerprint", d.fingerprint, "--key", path,
+			"--name", "kiosk", "--lock", filepath.Join(d.dir, "k.lock"), "--service", "echo=1")
+		if res.code == 0 || !strings.Contains(res.stderr, path) || !strings.Contains(res.stderr, "ed25519 keys only") {
+			t.Errorf("node run --key %s key: exit %d, stderr %q; want non-zero naming the file and ed25519 keys only", typ, res.code, res.stderr)
+		}
+
+		data := t.TempDir()
+		authorized := filepath.Join(data, "authorized_nodes")
+		text := "# hand edited\nplaynode=\"kiosk\" " + line + "\n"
+		if err := os.WriteFile(authorized, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res = run(t, relayBin, "serve", "--data", data, "--listen", "127.0.0.1:0", "--ports", d.ports)
+		if res.code == 0 || !strings.Contains(res.stderr, authorized+":2") || !strings.Contains(res.stderr, "ed25519 keys only") {
+			t.Errorf("serve with a %s line 2 in authorized_nodes: exit %d, stderr %q; want non-zero naming %s:2", typ, res.code, res.stderr, authorized)
+		}
 	}
 }
