@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -106,9 +107,18 @@ func (l *Lock) Release() error {
 	return nil
 }
 
+// open opens the lock file, creating it. flock(2) needs no write access,
+// so a lock file this user may only read is opened read-only (and the PID
+// is not written): a root-owned lock that an operator's command created in
+// a data folder a service's own user shares still locks.
 func open(path string) (*os.File, error) {
 	// os.OpenFile sets O_CLOEXEC, so children never inherit the lock.
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, fs.ErrPermission) {
+		if ro, roErr := os.Open(path); roErr == nil {
+			return ro, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}

@@ -279,3 +279,83 @@ func TestKernelHolder(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyLockFile: a lock file this user may not write (root's, in a
+// data folder shared with a service's own user) still locks, and a holder
+// that could write it is seen. As root, which may write anything, the test
+// binary is copied where another user can run it and re-run as nobody.
+func TestReadOnlyLockFile(t *testing.T) {
+	dir, err := os.MkdirTemp("", "lockfile-ro-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "portaliases.lock")
+	if err := os.WriteFile(path, []byte("1\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		l, err := TryAcquire(path)
+		if err != nil {
+			t.Fatalf("TryAcquire on a read-only lock file: %v", err)
+		}
+		if _, err := TryAcquire(path); !errors.Is(err, ErrLocked) {
+			t.Errorf("second TryAcquire: got %v, want ErrLocked", err)
+		}
+		l.Release()
+		return
+	}
+	bin := filepath.Join(dir, "lockfile.test")
+	exe, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := TryAcquire(path) // root writes its PID
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nobody := func() *exec.Cmd {
+		cmd := exec.Command(bin, "-test.run=^TestHelperHold$")
+		cmd.Env = append(os.Environ(), helperEnv+"="+path)
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		return cmd
+	}
+	out, _ := nobody().CombinedOutput()
+	if want := fmt.Sprintf("(pid %d)", os.Getpid()); !strings.Contains(string(out), want) {
+		t.Errorf("nobody's TryAcquire while root holds: got %q, want ErrLocked naming %s", out, want)
+	}
+	mine.Release()
+	cmd := nobody()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if got := strings.TrimSpace(line); got != "locked" {
+		t.Fatalf("nobody's TryAcquire on root's 0644 lock file: got %q, want locked", got)
+	}
+	if _, err := TryAcquire(path); !errors.Is(err, ErrLocked) {
+		t.Errorf("root's TryAcquire while nobody holds: got %v, want ErrLocked", err)
+	}
+}
