@@ -68,10 +68,12 @@ func SetProcs(c *cli.Context, name string) error {
 // command and subcommand, whose Before then takes the value given before
 // the command when none was given after it (after wins when both are). So
 // `prog --log-format json run` and `prog run --log-format json` are the
-// same, and c.String("log-format") in any action sees it. global is called
-// once per command because a flag value may be applied to one flag set
-// only. Only scalar flags (string, bool, int, duration) may be global. Call
-// it once, after app.Commands is complete:
+// same, and c.String("log-format") in any action sees it. A command that
+// defines a flag of the same name keeps its own (its usage text, say), which
+// still takes the value given before the command. global is called once per
+// command because a flag value may be applied to one flag set only. Only
+// scalar flags (string, bool, int, duration) may be global. Call it once,
+// after app.Commands is complete:
 //
 //	cliflags.Global(app, func() []cli.Flag { return cliflags.Flags("PARADIGM_NODE") })
 func Global(app *cli.App, global func() []cli.Flag) {
@@ -83,12 +85,26 @@ func Global(app *cli.App, global func() []cli.Flag) {
 	var attach func(cmds []*cli.Command)
 	attach = func(cmds []*cli.Command) {
 		for _, cmd := range cmds {
-			cmd.Flags = append(cmd.Flags, global()...)
+			for _, f := range global() {
+				if !defines(cmd, f.Names()[0]) {
+					cmd.Flags = append(cmd.Flags, f)
+				}
+			}
 			cmd.Before = inheritThen(names, cmd.Before)
 			attach(cmd.Subcommands)
 		}
 	}
 	attach(app.Commands)
+}
+
+// defines reports whether cmd has its own flag called name.
+func defines(cmd *cli.Command, name string) bool {
+	for _, f := range cmd.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // inheritThen returns a Before that copies each of names given to a parent

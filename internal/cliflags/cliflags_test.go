@@ -31,6 +31,7 @@ func TestGlobal(t *testing.T) {
 			Writer: io.Discard, ErrWriter: io.Discard,
 			Commands: []*cli.Command{
 				{Name: "run", Action: record, Flags: []cli.Flag{&cli.StringFlag{Name: "data"}}},
+				{Name: "own", Action: record, Flags: []cli.Flag{&cli.DurationFlag{Name: "wait", Value: time.Minute, Usage: "its own"}}},
 				{Name: "alias", Subcommands: []*cli.Command{{Name: "set", Action: record}}},
 			},
 		}
@@ -54,6 +55,9 @@ func TestGlobal(t *testing.T) {
 		{"subcommand, before", "", []string{"--log-format", "json", "alias", "set"}, seen{"json", time.Second, false}},
 		{"subcommand, between", "", []string{"alias", "--wait", "3s", "set"}, seen{"text", 3 * time.Second, false}},
 		{"subcommand, after", "", []string{"alias", "set", "--on"}, seen{"text", time.Second, true}},
+		{"own flag, default", "", []string{"own"}, seen{"text", time.Minute, false}},
+		{"own flag, before", "", []string{"--wait", "5s", "own"}, seen{"text", 5 * time.Second, false}},
+		{"own flag, after", "", []string{"own", "--wait", "7s"}, seen{"text", 7 * time.Second, false}},
 		{"environment", "json", []string{"run"}, seen{"json", time.Second, false}},
 		{"flag over environment", "json", []string{"run", "--log-format", "text"}, seen{"text", time.Second, false}},
 	} {
