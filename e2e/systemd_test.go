@@ -116,4 +116,3 @@ func TestREADMEUnits(t *testing.T) {
 		}
 	}
 }
-
