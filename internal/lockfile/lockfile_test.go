@@ -285,7 +285,11 @@ func TestKernelHolder(t *testing.T) {
 // that could write it is seen. As root, which may write anything, the test
 // binary is copied where another user can run it and re-run as nobody.
 func TestReadOnlyLockFile(t *testing.T) {
-	dir, err := os.MkdirTemp("", "lockfile-ro-")
+	base := "" // $TMPDIR; as root, /tmp, which nobody can reach whatever $TMPDIR is
+	if os.Geteuid() == 0 {
+		base = "/tmp"
+	}
+	dir, err := os.MkdirTemp(base, "lockfile-ro-")
 	if err != nil {
 		t.Fatal(err)
 	}
