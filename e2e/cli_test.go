@@ -1,6 +1,12 @@
 package e2e
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +21,8 @@ import (
 )
 
 // TestSingleInstance: the legacy deployment starts the node from cron every
-// minute, so a second run with the same --lock must exit 0 at once.
+// minute, so a second run with the same --lock must exit 0 at once, silent
+// (cron appends whatever it prints to a log every minute) unless --verbose.
 func TestSingleInstance(t *testing.T) {
 	t.Parallel()
 	d := newDeployment(t)
@@ -26,11 +33,16 @@ func TestSingleInstance(t *testing.T) {
 	first.waitLog(t, 1, "node starting") // logged once the lock is held
 
 	res := run(t, nodeBin, d.nodeArgs(r, playnode, key, service)...)
-	if res.code != 0 {
-		t.Errorf("second node run: exit %d, want 0", res.code)
+	if res.code != 0 || res.stdout != "" || res.stderr != "" {
+		t.Errorf("second node run: exit %d, stdout %q, stderr %q; want exit 0 and nothing printed", res.code, res.stdout, res.stderr)
 	}
-	if !strings.Contains(res.stderr, "an instance is already running") {
-		t.Errorf("second node run printed %q, want it to say an instance is already running", res.stderr)
+	res = run(t, nodeBin, append(d.nodeArgs(r, playnode, key, service), "--verbose")...)
+	second := &proc{name: "second node"}
+	second.stderr.Write([]byte(res.stderr))
+	if res.code != 0 || second.count("instance already running") != 1 {
+		t.Errorf("second node run --verbose: exit %d, stderr %q; want exit 0 and one \"instance already running\" line", res.code, res.stderr)
+	} else if e := second.matching("instance already running")[0]; !strings.Contains(e.str("err"), fmt.Sprintf("(pid %d)", first.cmd.Process.Pid)) {
+		t.Errorf("second node run --verbose logs %v, want it to name the first node's pid %d", e, first.cmd.Process.Pid)
 	}
 	r.waitLog(t, 1, "playnode connected", "playnode", playnode)
 	if first.exited() {
@@ -39,6 +51,55 @@ func TestSingleInstance(t *testing.T) {
 	if n := r.count("playnode connected"); n != 1 {
 		t.Errorf("relay logged %d connections, want 1", n)
 	}
+}
+
+// TestNodeGlobalFlags: --log-format works after the command as before it, "node starting" names the node's own key key_fingerprint
+// (the config's fingerprint is the relay's), and --version describes the
+// build.
+func TestNodeGlobalFlags(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	r := d.serve(t, "ssh", "127.0.0.1:0")
+	for i, order := range [][]string{
+		{"--log-format", "json", "run"},
+		{"run", "--log-format", "json"},
+	} {
+		name := fmt.Sprintf("flags-%d", i)
+		key := d.addPlaynode(t, name)
+		args := append(slices.Clone(order), "--relay", r.addr, "--fingerprint", d.fingerprint, "--key", key, "--name", name,
+			"--lock", filepath.Join(d.dir, name+".lock"), "--service", "echo=1")
+		p := start(t, "node "+name, nodeBin, args...)
+		e := p.waitLog(t, 1, "node starting") // only parses if the log is JSON
+		if got, want := e.str("key_fingerprint"), publicFingerprint(t, key); got != want {
+			t.Errorf("%q: node starting has key_fingerprint %q, want the node key's %q", order, got, want)
+		}
+		if fp, ok := e["fingerprint"]; ok {
+			t.Errorf("%q: node starting has fingerprint=%v, want only key_fingerprint", order, fp)
+		}
+		if e.str("level") != "INFO" {
+			t.Errorf("%q: got %v, want a JSON INFO line", order, e)
+		}
+		r.waitLog(t, 1, "playnode connected", "playnode", name)
+	}
+
+	out := mustRun(t, nodeBin, "--version")
+	if !strings.HasPrefix(out, "paradigm-node version ") || !strings.Contains(out, "commit ") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("paradigm-node --version printed %q, want the version, commit and %s", out, runtime.Version())
+	}
+}
+
+// publicFingerprint is the SHA256 fingerprint of key.pub.
+func publicFingerprint(t *testing.T, key string) string {
+	t.Helper()
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _, _, _, err := ssh.ParseAuthorizedKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ssh.FingerprintSHA256(parsed)
 }
 
 func TestDemo(t *testing.T) {
@@ -193,15 +254,18 @@ relay = %s
 fingerprint = %s
 key = %s
 name = %s
-service = echo=%d
-service = "again=127.0.0.1:%d"
+service = echo=%d   # the test's echo server
+service = "again=127.0.0.1:%d"  # quoted, commented
 lock = %s
 backoff-max = 1s
+keepalive = 10s # the default
+log-format = json # global flags are keys too
 `, r.addr, d.fingerprint, key, name, echo, echo, filepath.Join(d.dir, "conf.lock"))
 	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start(t, "node "+name, nodeBin, "run", "--config", config)
+	n := start(t, "node "+name, nodeBin, "run", "--config", config)
+	n.waitLog(t, 1, "node starting") // JSON, as the file says
 	e := r.waitLog(t, 1, "playnode connected", "playnode", name)
 	for _, service := range []string{"echo", "again"} {
 		port := e.port(t, service)
@@ -216,6 +280,20 @@ backoff-max = 1s
 	res := run(t, nodeBin, "run", "--config", bad)
 	if want := bad + ":3"; res.code == 0 || !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "relay-port") {
 		t.Errorf("node run with unknown key at line 3: exit %d, stderr %q; want non-zero naming %s and the key", res.code, res.stderr, want)
+	}
+
+	for _, tc := range []struct{ text, want string }{
+		{"relay = %s\nkey = %s\n# again\nrelay = 127.0.0.1:1\n", ":4: relay given twice, first on line 1"},
+		{"relay = %s\nkey = %s\nkeepalive = 10  # seconds\n", `:3: keepalive: "10" is not a duration, write 10s`},
+		{"relay = %s\nkey = %s\ntrust-on-first-use = yes\n", `:3: trust-on-first-use: "yes" is not a boolean, write true or false`},
+	} {
+		if err := os.WriteFile(bad, []byte(fmt.Sprintf(tc.text, r.addr, key)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res := run(t, nodeBin, "run", "--config", bad)
+		if res.code == 0 || !strings.Contains(res.stderr, bad+tc.want) {
+			t.Errorf("node run with %q: exit %d, stderr %q; want non-zero with %q", tc.text, res.code, res.stderr, bad+tc.want)
+		}
 	}
 }
 
@@ -267,5 +345,59 @@ func TestProcs(t *testing.T) {
 		"--listen", "127.0.0.1:0", "--ports", d.ports, "--procs", "1")
 	if got := p.waitLog(t, 1, "relay listening").num(t, "procs"); got != 1 {
 		t.Errorf("relay serve --procs 1 logs procs=%d, want 1", got)
+	}
+}
+
+// TestOnlyEd25519Keys: README promises ed25519 keys; RSA and ECDSA keys are
+// refused with a message at each place an operator meets them: authorize,
+// a hand-edited authorized_nodes line (serve stops naming file:line), and
+// the node's --key.
+func TestOnlyEd25519Keys(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, key := range map[string]crypto.Signer{"ssh-rsa": rsaKey, "ecdsa-sha2-nistp256": ecKey} {
+		block, err := ssh.MarshalPrivateKey(key, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(d.dir, typ)
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		pub, err := ssh.NewPublicKey(key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+
+		res := run(t, relayBin, "authorize", "--data", d.data, "kiosk-"+typ[:3], line)
+		if res.code == 0 || !strings.Contains(res.stderr, "ed25519 keys only") || !strings.Contains(res.stderr, typ) {
+			t.Errorf("authorize %s key: exit %d, stderr %q; want non-zero saying ed25519 keys only", typ, res.code, res.stderr)
+		}
+
+		res = run(t, nodeBin, "run", "--relay", "127.0.0.1:1", "--fingerprint", d.fingerprint, "--key", path,
+			"--name", "kiosk", "--lock", filepath.Join(d.dir, "k.lock"), "--service", "echo=1")
+		if res.code == 0 || !strings.Contains(res.stderr, path) || !strings.Contains(res.stderr, "ed25519 keys only") {
+			t.Errorf("node run --key %s key: exit %d, stderr %q; want non-zero naming the file and ed25519 keys only", typ, res.code, res.stderr)
+		}
+
+		data := t.TempDir()
+		authorized := filepath.Join(data, "authorized_nodes")
+		text := "# hand edited\nplaynode=\"kiosk\" " + line + "\n"
+		if err := os.WriteFile(authorized, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res = run(t, relayBin, "serve", "--data", data, "--listen", "127.0.0.1:0", "--ports", d.ports)
+		if res.code == 0 || !strings.Contains(res.stderr, authorized+":2") || !strings.Contains(res.stderr, "ed25519 keys only") {
+			t.Errorf("serve with a %s line 2 in authorized_nodes: exit %d, stderr %q; want non-zero naming %s:2", typ, res.code, res.stderr, authorized)
+		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 
@@ -35,10 +34,10 @@ func main() {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
-		Name:  "paradigm-node",
-		Usage: "keep this playnode's services reachable through a paradigm relay",
-		Flags: cliflags.Flags("PARADIGM_NODE"),
+	app := &cli.App{
+		Name:    "paradigm-node",
+		Usage:   "keep this playnode's services reachable through a paradigm relay",
+		Version: cliflags.Version(),
 		Commands: []*cli.Command{
 			{
 				Name:  "keygen",
@@ -58,6 +57,8 @@ func newApp() *cli.App {
 			runCommand(),
 		},
 	}
+	cliflags.Global(app, func() []cli.Flag { return cliflags.Flags("PARADIGM_NODE") })
+	return app
 }
 
 func hostname() string {
@@ -83,6 +84,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "lock", Value: filepath.Join(os.TempDir(), "paradigm-node.lock"), Usage: "single-instance lock: a second run with the same lock exits 0 at once", EnvVars: []string{"PARADIGM_NODE_LOCK"}},
 		&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_NODE_KEEPALIVE"}},
 		&cli.DurationFlag{Name: "backoff-max", Value: 30 * time.Second, Usage: "longest wait between reconnection attempts", EnvVars: []string{"PARADIGM_NODE_BACKOFF_MAX"}},
+		&cli.BoolFlag{Name: "verbose", Usage: "when another instance holds --lock, log that before exiting 0 (silent otherwise, for cron)", EnvVars: []string{"PARADIGM_NODE_VERBOSE"}},
 		&cli.IntFlag{Name: "procs", Value: 1, Usage: "CPUs running the node's Go code at once (GOMAXPROCS), 0 for all; 1 forwards with the least CPU per byte and leaves the other cores to the device's player", EnvVars: []string{"PARADIGM_NODE_PROCS"}},
 	}
 }
@@ -97,24 +99,36 @@ func runCommand() *cli.Command {
 }
 
 // applyConfigFile sets every flag the command line and environment left
-// unset from the config file, rejecting keys that are not flags of run.
+// unset from the config file; its keys are the flags of run (global ones
+// included), checked by node.ParseConfigFile against each flag's kind.
 func applyConfigFile(c *cli.Context, path string) error {
-	settings, err := node.ReadConfigFile(path)
+	keys := map[string]node.Kind{}
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		switch f.(type) {
+		case *cli.DurationFlag:
+			keys[name] = node.KindDuration
+		case *cli.BoolFlag:
+			keys[name] = node.KindBool
+		case *cli.IntFlag:
+			keys[name] = node.KindInt
+		case *cli.StringSliceFlag:
+			keys[name] = node.KindList
+		default:
+			keys[name] = node.KindString
+		}
+	}
+	delete(keys, "config")
+	delete(keys, "help")
+	settings, err := node.ParseConfigFile(path, keys)
 	if err != nil {
 		return err
 	}
-	var names []string
-	for _, f := range runFlags() {
-		names = append(names, f.Names()[0])
-	}
 	explicit := map[string]bool{}
-	for _, name := range names {
+	for name := range keys {
 		explicit[name] = c.IsSet(name)
 	}
 	for _, s := range settings {
-		if s.Key == "config" || !slices.Contains(names, s.Key) {
-			return fmt.Errorf("%s:%d: unknown setting %q", path, s.Line, s.Key)
-		}
 		if explicit[s.Key] {
 			continue
 		}
@@ -167,8 +181,11 @@ func run(c *cli.Context) error {
 	lock, err := lockfile.TryAcquire(c.String("lock"))
 	if errors.Is(err, lockfile.ErrLocked) {
 		// The legacy deployment starts us from cron every minute: a running
-		// instance is success, not an error.
-		fmt.Fprintf(c.App.ErrWriter, "paradigm-node: an instance is already running (%v)\n", err)
+		// instance is success, not an error, and not worth a line in the
+		// cron log every minute unless asked for.
+		if c.Bool("verbose") {
+			log.Info("instance already running", "err", err)
+		}
 		return nil
 	}
 	if err != nil {

@@ -26,6 +26,22 @@ func LoadOrCreate(path, comment string) (ssh.Signer, error) {
 	return GenerateKey(path, comment)
 }
 
+// ErrNotEd25519 is wrapped by the errors of LoadKey, ParsePublic and
+// CheckEd25519 for an RSA, ECDSA or other non-ed25519 key. paradigm takes
+// ed25519 keys only: one key type for the whole fleet, the one `keygen`
+// writes and the QUIC transport signs with, so a key that works over SSH
+// never fails over QUIC.
+var ErrNotEd25519 = errors.New("paradigm takes ed25519 keys only")
+
+// CheckEd25519 returns an error wrapping ErrNotEd25519 unless key is an
+// ed25519 key.
+func CheckEd25519(key ssh.PublicKey) error {
+	if key.Type() == ssh.KeyAlgoED25519 {
+		return nil
+	}
+	return fmt.Errorf("%s key %s: %w; create one with paradigm-node keygen (or ssh-keygen -t ed25519)", key.Type(), Fingerprint(key), ErrNotEd25519)
+}
+
 // Fingerprint is the key's SHA256 fingerprint as OpenSSH prints it
 // ("SHA256:..."), the form operators pin with --fingerprint.
 func Fingerprint(key ssh.PublicKey) string { return ssh.FingerprintSHA256(key) }
@@ -49,11 +65,15 @@ func ParsePublic(arg string) (ssh.PublicKey, string, error) {
 	if len(options) > 0 {
 		return nil, "", fmt.Errorf("public key %.40q: give the bare key line, without options", arg)
 	}
+	if err := CheckEd25519(key); err != nil {
+		return nil, "", fmt.Errorf("public key %.40q: %w", arg, err)
+	}
 	return key, comment, nil
 }
 
-// LoadKey reads an OpenSSH-format private key (as written by GenerateKey or
-// ssh-keygen, without a passphrase).
+// LoadKey reads an OpenSSH-format ed25519 private key (as written by
+// GenerateKey or ssh-keygen -t ed25519, without a passphrase); other key
+// types are refused with ErrNotEd25519.
 func LoadKey(path string) (ssh.Signer, error) {
 	raw, err := loadRawKey(path)
 	if err != nil {
@@ -62,6 +82,9 @@ func LoadKey(path string) (ssh.Signer, error) {
 	signer, err := ssh.NewSignerFromKey(raw)
 	if err != nil {
 		return nil, fmt.Errorf("parse key %s: %w", path, err)
+	}
+	if err := CheckEd25519(signer.PublicKey()); err != nil {
+		return nil, fmt.Errorf("key %s: %w", path, err)
 	}
 	return signer, nil
 }

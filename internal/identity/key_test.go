@@ -1,11 +1,20 @@
 package identity
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/pem"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 func TestGenerateLoadRoundTrip(t *testing.T) {
@@ -114,5 +123,65 @@ func TestSSHKeygenInterop(t *testing.T) {
 	}
 	if _, _, err := ParsePublic(theirs + ".pub"); err != nil {
 		t.Errorf("ParsePublic(ssh-keygen .pub): %v", err)
+	}
+}
+
+// writeOtherKeys writes an RSA and an ECDSA key in OpenSSH format, as
+// ssh-keygen -t rsa and -t ecdsa would, and returns their paths.
+func writeOtherKeys(t *testing.T) map[string]string {
+	t.Helper()
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := map[string]string{}
+	for typ, key := range map[string]crypto.PrivateKey{ssh.KeyAlgoRSA: rsaKey, ssh.KeyAlgoECDSA256: ecKey} {
+		block, err := ssh.MarshalPrivateKey(key, typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "id")
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths[typ] = path
+	}
+	return paths
+}
+
+// TestRefusesOtherKeyTypes: RSA and ECDSA keys are refused when loaded and
+// when given as public lines, with ErrNotEd25519 and the key's type.
+func TestRefusesOtherKeyTypes(t *testing.T) {
+	for typ, path := range writeOtherKeys(t) {
+		_, err := LoadKey(path)
+		if !errors.Is(err, ErrNotEd25519) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), typ) {
+			t.Errorf("LoadKey(%s key): got %v, want ErrNotEd25519 naming the file and %s", typ, err, typ)
+		}
+		raw, err := loadRawKey(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := ssh.NewSignerFromKey(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := PublicLine(signer.PublicKey(), "x")
+		if _, _, err := ParsePublic(line); !errors.Is(err, ErrNotEd25519) {
+			t.Errorf("ParsePublic(%s line): got %v, want ErrNotEd25519", typ, err)
+		}
+		if err := CheckEd25519(signer.PublicKey()); !errors.Is(err, ErrNotEd25519) || !strings.Contains(err.Error(), Fingerprint(signer.PublicKey())) {
+			t.Errorf("CheckEd25519(%s): got %v, want ErrNotEd25519 naming the fingerprint", typ, err)
+		}
+	}
+	signer, err := GenerateKey(filepath.Join(t.TempDir(), "ok"), "ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckEd25519(signer.PublicKey()); err != nil {
+		t.Errorf("CheckEd25519(ed25519): %v", err)
 	}
 }

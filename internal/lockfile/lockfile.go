@@ -10,16 +10,20 @@
 package lockfile
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrLocked is wrapped by the errors of TryAcquire and Acquire when another
@@ -103,9 +107,18 @@ func (l *Lock) Release() error {
 	return nil
 }
 
+// open opens the lock file, creating it. flock(2) needs no write access,
+// so a lock file this user may only read is opened read-only (and the PID
+// is not written): a root-owned lock that an operator's command created in
+// a data folder a service's own user shares still locks.
 func open(path string) (*os.File, error) {
 	// os.OpenFile sets O_CLOEXEC, so children never inherit the lock.
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, fs.ErrPermission) {
+		if ro, roErr := os.Open(path); roErr == nil {
+			return ro, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
@@ -120,7 +133,7 @@ func lockOrExplain(f *os.File, path string) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, syscall.EWOULDBLOCK):
-		if pid := holderPID(f); pid > 0 {
+		if pid := holderPID(f, "/proc/locks"); pid > 0 {
 			return fmt.Errorf("lock %s: %w (pid %d)", path, ErrLocked, pid)
 		}
 		return fmt.Errorf("lock %s: %w", path, ErrLocked)
@@ -149,9 +162,28 @@ func flock(f *os.File, how int) error {
 	return ferr
 }
 
-// holderPID reads the PID the holder wrote, or 0 if the file does not hold
+// holderPID returns the PID of the process holding the flock on f, or 0
+// when that is not known: never the PID of a process that has exited. The
+// file's own PID can be stale: a new holder writes its PID only just after
+// taking the lock, so between the two the file still names the previous,
+// possibly exited, holder. The kernel's table of locks, /proc/locks, names
+// the holder exactly; where it cannot be read (or hides the PID, from
+// another PID namespace), the file's PID is used only if that process is
+// alive.
+func holderPID(f *os.File, locks string) int {
+	if pid := kernelHolder(f, locks); pid > 0 {
+		return pid
+	}
+	pid := filePID(f)
+	if pid > 0 && !alive(pid) {
+		return 0
+	}
+	return pid
+}
+
+// filePID reads the PID the holder wrote, or 0 if the file does not hold
 // one (yet: the holder may be between flock and write).
-func holderPID(f *os.File) int {
+func filePID(f *os.File) int {
 	buf := make([]byte, 32)
 	n, err := f.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -162,6 +194,49 @@ func holderPID(f *os.File) int {
 		return 0
 	}
 	return pid
+}
+
+// alive reports whether a process with this PID exists (signal 0 checks
+// without sending; EPERM means it exists under another user).
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// kernelHolder finds the FLOCK that holds f's inode in locks, a file in the
+// format of /proc/locks, and returns its PID; 0 when there is none or the
+// table cannot be read. A line reads
+//
+//	1: FLOCK  ADVISORY  WRITE 18263 fe:00:9989021 0 EOF
+//
+// with the device's major and minor numbers in hex and the inode in
+// decimal; waiters' lines ("1: -> FLOCK ...") are skipped.
+func kernelHolder(f *os.File, locks string) int {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0
+	}
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino)
+	table, err := os.Open(locks)
+	if err != nil {
+		return 0
+	}
+	defer table.Close()
+	sc := bufio.NewScanner(io.LimitReader(table, 4<<20))
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || fields[1] != "FLOCK" || fields[5] != id {
+			continue
+		}
+		if pid, err := strconv.Atoi(fields[4]); err == nil && pid > 0 {
+			return pid
+		}
+	}
+	return 0
 }
 
 // held records the holder's PID in the locked file and wraps it in a Lock.

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Setting is one "key = value" line of a node config file.
@@ -13,14 +15,16 @@ type Setting struct {
 	Line       int
 }
 
-// ReadConfigFile reads a node config file: one "key = value" per line, the
-// keys being the long names of `paradigm-node run` flags (a key may repeat
-// where the flag does, e.g. service), '#' comments and blank lines allowed.
-// Errors name file:line.
+// ReadConfigFile reads the lines of a node config file: one "key = value"
+// per line, blank lines and comments allowed. A comment starts with '#' at
+// the start of a line or, after a value, with a '#' that follows a space or
+// tab ("service = ssh=22  # the device's sshd"); a value in double quotes
+// keeps what is inside them as it is, '#' included. It checks the syntax
+// only; ParseConfigFile checks keys and values too. Errors name file:line.
 //
 //	relay = relay.example.com:4422
 //	fingerprint = SHA256:...
-//	service = ssh=22
+//	service = ssh=22    # repeatable
 func ReadConfigFile(path string) ([]Setting, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -36,12 +40,12 @@ func ReadConfigFile(path string) ([]Setting, error) {
 			continue
 		}
 		key, value, ok := strings.Cut(text, "=")
-		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		key = strings.TrimSpace(key)
 		if !ok || key == "" {
 			return nil, fmt.Errorf("%s:%d: want key = value, got %q", path, n, text)
 		}
-		if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
-			value = value[1 : len(value)-1]
+		if value, err = configValue(value); err != nil {
+			return nil, fmt.Errorf("%s:%d: %s: %v", path, n, key, err)
 		}
 		out = append(out, Setting{Key: key, Value: value, Line: n})
 	}
@@ -49,4 +53,93 @@ func ReadConfigFile(path string) ([]Setting, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return out, nil
+}
+
+// configValue returns the value in raw, the text after a line's '=', without
+// its comment, surrounding blanks and double quotes.
+func configValue(raw string) (string, error) {
+	raw = strings.TrimSpace(raw)
+	if strings.HasPrefix(raw, `"`) {
+		end := strings.IndexByte(raw[1:], '"')
+		if end < 0 {
+			return "", fmt.Errorf("value %s has no closing double quote", raw)
+		}
+		value, rest := raw[1:1+end], strings.TrimSpace(raw[2+end:])
+		if rest != "" && rest[0] != '#' {
+			return "", fmt.Errorf("%q after the quoted value: want nothing or a # comment", rest)
+		}
+		return value, nil
+	}
+	if strings.HasPrefix(raw, "#") {
+		return "", nil
+	}
+	for i := 1; i < len(raw); i++ {
+		if raw[i] == '#' && (raw[i-1] == ' ' || raw[i-1] == '\t') {
+			return strings.TrimSpace(raw[:i]), nil
+		}
+	}
+	return raw, nil
+}
+
+// Kind is what a config file key holds, so ParseConfigFile can check values
+// before they reach the flags.
+type Kind uint8
+
+const (
+	KindString   Kind = iota // any text, one line per key
+	KindList                 // any text, the key may repeat (service)
+	KindDuration             // a Go duration: 10s, 1m30s
+	KindBool                 // true or false
+	KindInt                  // a whole number
+)
+
+// ParseConfigFile reads a node config file as ReadConfigFile does and checks
+// each setting against keys, the keys the file may hold (the long names of
+// `paradigm-node run` flags) and their kinds: an unknown key, a key given
+// twice (unless it is a KindList), and a value its kind does not take are
+// errors naming file:line and the form wanted.
+func ParseConfigFile(path string, keys map[string]Kind) ([]Setting, error) {
+	settings, err := ReadConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	first := map[string]int{}
+	for _, s := range settings {
+		kind, ok := keys[s.Key]
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: unknown setting %q", path, s.Line, s.Key)
+		}
+		if line, ok := first[s.Key]; ok && kind != KindList {
+			return nil, fmt.Errorf("%s:%d: %s given twice, first on line %d; only service may repeat", path, s.Line, s.Key, line)
+		}
+		first[s.Key] = s.Line
+		if err := checkValue(kind, s.Value); err != nil {
+			return nil, fmt.Errorf("%s:%d: %s: %v", path, s.Line, s.Key, err)
+		}
+	}
+	return settings, nil
+}
+
+// checkValue reports whether v is a value of kind, saying the form wanted
+// when it is not.
+func checkValue(kind Kind, v string) error {
+	switch kind {
+	case KindDuration:
+		if _, err := time.ParseDuration(v); err == nil {
+			return nil
+		}
+		if _, err := strconv.ParseUint(v, 10, 32); err == nil {
+			return fmt.Errorf("%q is not a duration, write %ss", v, v)
+		}
+		return fmt.Errorf("%q is not a duration, write a number and a unit, e.g. 10s, 2m or 1m30s", v)
+	case KindBool:
+		if _, err := strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("%q is not a boolean, write true or false", v)
+		}
+	case KindInt:
+		if _, err := strconv.ParseInt(v, 0, 64); err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+	}
+	return nil
 }

@@ -11,9 +11,10 @@ import (
 	"paradigm/internal/proto"
 )
 
-// FuzzReadConfigFile feeds the node config reader arbitrary files, and
-// every service value in them to ParseService: neither may panic, and what
-// they accept must be well formed.
+// FuzzReadConfigFile feeds the node config reader arbitrary files, every
+// service value in them to ParseService, and the file to ParseConfigFile:
+// none may panic, what they accept must be well formed, and their errors
+// name the file (and the line, for ParseConfigFile).
 func FuzzReadConfigFile(f *testing.F) {
 	for _, s := range []string{
 		"",
@@ -25,6 +26,10 @@ func FuzzReadConfigFile(f *testing.F) {
 		"service = x=host:\n",
 		strings.Repeat("k=v", 30000),
 		"\x00=\xff\n",
+		"keepalive = 10 # seconds\nkeepalive = 5s\n",
+		"name = \"a # b\" # c\ntrust-on-first-use = yes\nprocs = 0x10\n",
+		"backoff-max = 1m30s\nlog-format = json\nservice = a=1 #x\nservice = b=2\n",
+		"name = \"open\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -48,6 +53,24 @@ func FuzzReadConfigFile(f *testing.F) {
 			}
 			last = s.Line
 			checkService(t, s.Value)
+		}
+		checked, err := ParseConfigFile(path, testKeys)
+		if err != nil {
+			if !strings.Contains(err.Error(), path+":") {
+				t.Fatalf("error does not name file:line: %v", err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, s := range checked {
+			kind, ok := testKeys[s.Key]
+			if !ok || (seen[s.Key] && kind != KindList) {
+				t.Fatalf("accepted unknown or repeated key %+v", s)
+			}
+			seen[s.Key] = true
+			if err := checkValue(kind, s.Value); err != nil {
+				t.Fatalf("accepted %+v: %v", s, err)
+			}
 		}
 	})
 }

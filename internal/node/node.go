@@ -67,7 +67,7 @@ func New(cfg Config) (*Node, error) {
 // and jitter capped at BackoffMax, until ctx is cancelled; it then returns
 // nil.
 func (n *Node) Run(ctx context.Context) error {
-	n.log.Info("node starting", "relay", n.cfg.Relay, "fingerprint", identity.Fingerprint(n.key.PublicKey()), "services", len(n.services), "procs", runtime.GOMAXPROCS(0))
+	n.log.Info("node starting", "relay", n.cfg.Relay, "key_fingerprint", identity.Fingerprint(n.key.PublicKey()), "services", len(n.services), "procs", runtime.GOMAXPROCS(0))
 	b := backoff{max: n.cfg.BackoffMax}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()

@@ -66,6 +66,9 @@ func parseAuthorized(data []byte, name string) (*authorizedSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %v", name, lineNo, err)
 		}
+		if err := identity.CheckEd25519(key); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", name, lineNo, err)
+		}
 		playnode := ""
 		for _, opt := range options {
 			v, ok := strings.CutPrefix(opt, "playnode=")
@@ -122,6 +125,9 @@ var ErrAlreadyAuthorized = errors.New("already authorized")
 // atomically, so concurrent calls do not lose each other's lines.
 func Authorize(path, playnode string, key ssh.PublicKey, comment string) error {
 	if err := proto.ValidateName("playnode", playnode); err != nil {
+		return err
+	}
+	if err := identity.CheckEd25519(key); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
