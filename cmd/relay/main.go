@@ -19,7 +19,11 @@ import (
 	"paradigm/internal/store"
 )
 
-var dataFlag = &cli.StringFlag{Name: "data", Value: "/var/lib/paradigm-relay", Usage: "data folder: host key, authorized nodes, portaliases, status", EnvVars: []string{"PARADIGM_RELAY_DATA"}}
+// globalFlags work before the command and after it.
+func globalFlags() []cli.Flag {
+	return append(cliflags.Flags("PARADIGM_RELAY"),
+		&cli.StringFlag{Name: "data", Value: relay.DefaultDataDir, Usage: "data folder: host key, authorized nodes, portaliases, status", EnvVars: []string{"PARADIGM_RELAY_DATA"}})
+}
 
 func main() {
 	// quic-go prints its own receive-buffer warning through the log
@@ -34,10 +38,10 @@ func main() {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "paradigm-relay",
 		Usage:                "expose the services of every playnode on this server's loopback at stable portaliases",
-		Flags:                cliflags.Flags("PARADIGM_RELAY"),
+		Version:              cliflags.Version(),
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			serveCommand(),
@@ -45,7 +49,6 @@ func newApp() *cli.App {
 				Name:      "authorize",
 				Usage:     "bind a playnode's public key to its name in the authorized-nodes file",
 				ArgsUsage: "NAME PUBKEY (the public key line, quoted, or a .pub file)",
-				Flags:     []cli.Flag{dataFlag},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 2 {
 						return errors.New("authorize takes NAME and PUBKEY, e.g. authorize signage-042 \"$(cat node.key.pub)\"")
@@ -57,7 +60,6 @@ func newApp() *cli.App {
 			{
 				Name:  "fingerprint",
 				Usage: "print the relay's host key fingerprint (creating the key if there is none yet)",
-				Flags: []cli.Flag{dataFlag},
 				Action: func(c *cli.Context) error {
 					fp, err := relay.Fingerprint(c.String("data"))
 					return printed(c, fp, err)
@@ -86,6 +88,8 @@ func newApp() *cli.App {
 			},
 		},
 	}
+	cliflags.Global(app, globalFlags)
+	return app
 }
 
 // printed prints msg on its own line unless err.
@@ -102,7 +106,6 @@ func serveCommand() *cli.Command {
 		Name:  "serve",
 		Usage: "run the relay",
 		Flags: []cli.Flag{
-			dataFlag,
 			&cli.StringFlag{Name: "listen", Value: relay.DefaultListen, Usage: "address playnodes dial (SSH)", EnvVars: []string{"PARADIGM_RELAY_LISTEN"}},
 			&cli.StringFlag{Name: "quic-listen", Usage: "also serve playnodes over QUIC on this UDP address (e.g. :4422, the same port number as --listen); off when empty", EnvVars: []string{"PARADIGM_RELAY_QUIC_LISTEN"}},
 			&cli.StringFlag{Name: "ports", Value: fmt.Sprintf("%d-%d", relay.DefaultLowPort, relay.DefaultHiPort), Usage: "range portaliases are assigned from", EnvVars: []string{"PARADIGM_RELAY_PORTS"}},
@@ -160,7 +163,7 @@ func lsCommand() *cli.Command {
 		Name:      "ls",
 		Usage:     "list portaliases: playnode, service, service port, portalias, online, last seen",
 		ArgsUsage: "[PLAYNODE-PREFIX...]",
-		Flags: []cli.Flag{dataFlag,
+		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array", EnvVars: []string{"PARADIGM_RELAY_LS_JSON"}},
 			&cli.BoolFlag{Name: "online", Usage: "only services reachable now"},
 			&cli.BoolFlag{Name: "offline", Usage: "only services not reachable now"},
@@ -194,7 +197,7 @@ func aliasCommand() *cli.Command {
 				Name:      "set",
 				Usage:     "pin or move a playnode service's portalias; with a running relay, returns once it is bound",
 				ArgsUsage: "PLAYNODE SERVICE PORTALIAS",
-				Flags: []cli.Flag{dataFlag,
+				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "force", Usage: "allow a portalias outside the relay's --ports"}},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 3 {
@@ -213,7 +216,6 @@ func aliasCommand() *cli.Command {
 				Name:      "rm",
 				Usage:     "remove a playnode service's portalias, or all of a playnode's",
 				ArgsUsage: "PLAYNODE [SERVICE]",
-				Flags:     []cli.Flag{dataFlag},
 				Action: func(c *cli.Context) error {
 					if c.NArg() < 1 || c.NArg() > 2 {
 						return errors.New("alias rm takes PLAYNODE [SERVICE]")

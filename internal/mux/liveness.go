@@ -121,7 +121,7 @@ type livenessWatch struct {
 	dead      func()
 	ended     func()
 	wg        *sync.WaitGroup // owns the keepalive request goroutines
-	sentAt    atomic.Int64 // monoNanos of the request in flight, 0 if none
+	sentAt    atomic.Int64    // monoNanos of the request in flight, 0 if none
 
 	mu      sync.Mutex
 	timer   *time.Timer

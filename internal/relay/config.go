@@ -21,6 +21,7 @@ const (
 	PortaliasFile  = "portaliases"
 	StatusFile     = "status.json"
 	LockFile       = "relay.lock"
+	DefaultDataDir = "/var/lib/paradigm-relay"
 	DefaultListen  = ":4422"
 	DefaultBind    = "127.0.0.1"
 	DefaultLowPort = 20000
