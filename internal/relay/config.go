@@ -1,6 +1,3 @@
-// Package relay is the server role: it authenticates playnodes, keeps every
-// portalias bound on the server, and splices each connection to a portalias
-// into a stream to the playnode that owns it.
 package relay
 
 import (

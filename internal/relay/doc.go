@@ -1,0 +1,54 @@
+// Package relay is the server role: it authenticates playnodes, keeps every
+// portalias bound on the server, and splices each connection to a portalias
+// into a stream to the playnode that owns it.
+//
+// # Architecture
+//
+//	            playnodes (SSH :4422, QUIC :4422/udp)          portalias clients (127.0.0.1:20000-29999)
+//	                      |                                                  |
+//	  accept.go  acceptNodes / acceptQUIC: admission          portalias.go  servePortalias: accept,
+//	             (per address, handshake slots), auth                       route (registry), admit (limits.go)
+//	                      |                                                  |
+//	  session.go serveSession: hello -> assign -> up -> welcome  forward.go  open stream, header, count,
+//	             control sender (on demand), downReason                    mux.Splice (internal/mux/splice.go)
+//	                      |                                                  |
+//	  assign.go  assign (reserve ports, store.Update, apply),  <------ registry.go: THE live state
+//	             apply (diff -> events, bind/close listeners)        sessions, playnode records, counters,
+//	                      |                                          table, listeners, bind failures
+//	  store.Store (internal/store): Load, Update, Watch               |
+//	                                                                  v  events (events.go), in order
+//	  watch.go   authorized_nodes reload -> revocations        subscribers: logevents.go (the log),
+//	             retry of unbound portaliases                  status.go (status.json), Subscribe callers
+//	                                                           snapshot.go: Snapshot (read-only copy)
+//
+// The forwarding path on this side is three files: portalias.go (accept and
+// admit), forward.go (open the stream, header, status) and mux's splice.go.
+//
+// # Who owns what
+//
+//   - registry owns the live state: which session serves each playnode,
+//     what is known of every playnode (last session, counters), the
+//     assignment table as last applied, the portalias listeners, the
+//     authorized keys. Every change goes through its methods, which queue
+//     Events; they are published after its lock is released, in order.
+//   - Relay.applyMu serialises committing assignments to the store with
+//     applying them, so tables are applied in commit order.
+//   - nodeSession owns its control stream's writes: one sender goroutine,
+//     started when something is queued (a Welcome, a Refuse), so no lock is
+//     held across a network write and an idle playnode has no goroutine.
+//   - The store owns the assignments at rest; Watch reports every commit,
+//     ours included (apply is idempotent).
+//   - Relay.wg owns every goroutine the relay starts (accept loops,
+//     portalias listeners, forwarded connections, control senders, watchers)
+//     and every live session until its end is recorded; subWG owns the event
+//     subscribers, which end when the bus closes after wg.
+//
+// # Lock order
+//
+//	Relay.applyMu -> registry.mu -> eventBus.mu
+//	registry.pubMu -> registry.mu -> eventBus.mu
+//
+// registry.mu and eventBus.mu guard memory only: nothing under them blocks
+// on the network, a file or a channel. nodeSession.ctrlMu, streamLimit and
+// unauthCounter are leaves. No network write happens under any lock.
+package relay
