@@ -116,6 +116,7 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-unauth-per-address", Value: relay.DefaultMaxUnauthPerAddress, Usage: "connections from one source address that have not authenticated yet; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_UNAUTH_PER_ADDRESS"}},
 			&cli.IntFlag{Name: "max-streams-per-node", Value: relay.DefaultMaxStreamsPerNode, Usage: "connections forwarded to one playnode at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_NODE"}},
 			&cli.IntFlag{Name: "max-streams-per-portalias", Value: relay.DefaultMaxStreamsPerPortalias, Usage: "connections forwarded through one portalias at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_PORTALIAS"}},
+			&cli.IntFlag{Name: "max-portaliases-per-node", Value: relay.DefaultMaxPortaliasesPerNode, Usage: "portaliases one playnode may hold, and new ones it may get per hour", EnvVars: []string{"PARADIGM_RELAY_MAX_PORTALIASES_PER_NODE"}},
 			&cli.DurationFlag{Name: "reload-interval", Value: relay.DefaultReloadInterval, Usage: "how often edits to authorized_nodes and portaliases are picked up", EnvVars: []string{"PARADIGM_RELAY_RELOAD_INTERVAL"}},
 			&cli.IntFlag{Name: "procs", Value: 0, DefaultText: "0: all CPUs", Usage: "CPUs running the relay's Go code at once (GOMAXPROCS), 0 for all", EnvVars: []string{"PARADIGM_RELAY_PROCS"}},
 		},
@@ -148,6 +149,7 @@ func serveCommand() *cli.Command {
 				MaxUnauthPerAddress:    c.Int("max-unauth-per-address"),
 				MaxStreamsPerNode:      c.Int("max-streams-per-node"),
 				MaxStreamsPerPortalias: c.Int("max-streams-per-portalias"),
+				MaxPortaliasesPerNode:  c.Int("max-portaliases-per-node"),
 				Logger:                 log,
 			})
 			if err != nil {
@@ -210,6 +212,21 @@ func aliasCommand() *cli.Command {
 					a := store.Assignment{Playnode: c.Args().Get(0), Service: c.Args().Get(1), Portalias: port}
 					err = relay.AliasSet(c.Context, c.String("data"), a, c.Bool("force"))
 					return printed(c, fmt.Sprintf("%s %s -> portalias %d", a.Playnode, a.Service, a.Portalias), err)
+				},
+			},
+			{
+				Name:      "prune",
+				Usage:     "remove stale portaliases: of services the playnode's last hello did not register",
+				ArgsUsage: "[PLAYNODE...] (all playnodes when none)",
+				Action: func(c *cli.Context) error {
+					removed, err := relay.AliasPrune(c.Context, c.String("data"), c.Args().Slice())
+					for _, a := range removed {
+						fmt.Fprintf(c.App.Writer, "removed %s %s portalias %d\n", a.Playnode, a.Service, a.Portalias)
+					}
+					if err == nil && len(removed) == 0 {
+						fmt.Fprintln(c.App.Writer, "no stale portalias")
+					}
+					return err
 				},
 			},
 			{

@@ -33,6 +33,17 @@ func (r *Relay) assign(ctx context.Context, s *nodeSession) ([]proto.Portalias, 
 		// A reconnect: every service has its portalias, nothing to write.
 		return portaliasesOf(known, s.playnode, s.services), nil
 	}
+	owned := 0
+	known.Each(func(a store.Assignment) {
+		if a.Playnode == s.playnode {
+			owned++
+		}
+	})
+	allowed := r.reg.takeAssignments(s.playnode, len(missing), owned, r.cfg.MaxPortaliasesPerNode)
+	limited := allowed < len(missing)
+	if limited {
+		missing = missing[:allowed]
+	}
 	reserved := r.reserve(known, len(missing), s)
 	var unserved []string
 	table, err := r.store.Update(ctx, func(t *store.Table) error {
@@ -65,6 +76,7 @@ func (r *Relay) assign(ctx context.Context, s *nodeSession) ([]proto.Portalias, 
 	}
 	if err != nil {
 		r.release(prebound)
+		r.reg.giveBack(s.playnode, len(missing))
 		// The services assigned before still work; the node is told
 		// nothing of the server's paths.
 		s.log.Error("assign portaliases", "err", err)
@@ -80,6 +92,10 @@ func (r *Relay) assign(ctx context.Context, s *nodeSession) ([]proto.Portalias, 
 	}
 	got := portaliasesOf(table, s.playnode, s.services)
 	if len(got) == 0 && len(s.services) > 0 {
+		if limited {
+			return nil, &proto.Refuse{Code: proto.RefusePorts, Reason: fmt.Sprintf(
+				"this playnode reached its limit of %d portaliases (held, or new in the last hour); the operator can remove stale ones with paradigm-relay alias prune", r.cfg.MaxPortaliasesPerNode)}
+		}
 		return nil, &proto.Refuse{Code: proto.RefusePorts, Reason: "the relay's port range is exhausted"}
 	}
 	return got, nil

@@ -28,6 +28,7 @@ const (
 	DefaultMaxStreamsPerNode      = 1024
 	DefaultMaxStreamsPerPortalias = 256
 	DefaultMaxHandshakes          = 128
+	DefaultMaxPortaliasesPerNode  = 64
 	DefaultKeepalive              = mux.DefaultKeepalive
 	DefaultHandshakeTimeout       = mux.DefaultHandshakeTimeout
 	DefaultReloadInterval         = 2 * time.Second
@@ -68,6 +69,11 @@ type Config struct {
 	// MaxStreamsPerPortalias bounds the connections forwarded through one
 	// portalias at once. Default 256.
 	MaxStreamsPerPortalias int
+	// MaxPortaliasesPerNode bounds the portaliases one playnode may hold
+	// in the store, and the new ones it may be given per hour, so that one
+	// key (a stolen one included) can take at most its share of the port
+	// range. Default 64, the services one hello may carry.
+	MaxPortaliasesPerNode int
 	// ReloadInterval is how often the relay looks for changes to the
 	// authorized-nodes and portalias files and retries unbound portaliases.
 	ReloadInterval time.Duration
@@ -117,6 +123,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxStreamsPerPortalias <= 0 {
 		c.MaxStreamsPerPortalias = DefaultMaxStreamsPerPortalias
+	}
+	if c.MaxPortaliasesPerNode <= 0 {
+		c.MaxPortaliasesPerNode = DefaultMaxPortaliasesPerNode
 	}
 	if c.ReloadInterval <= 0 {
 		c.ReloadInterval = DefaultReloadInterval

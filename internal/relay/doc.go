@@ -4,22 +4,22 @@
 //
 // # Architecture
 //
-//	            playnodes (SSH :4422, QUIC :4422/udp)          portalias clients (127.0.0.1:20000-29999)
-//	                      |                                                  |
-//	  accept.go  acceptNodes / acceptQUIC: admission          portalias.go  servePortalias: accept,
-//	             (per address, handshake slots), auth                       route (registry), admit (limits.go)
-//	                      |                                                  |
-//	  session.go serveSession: hello -> assign -> up -> welcome  forward.go  open stream, header, count,
-//	             control sender (on demand), downReason                    mux.Splice (internal/mux/splice.go)
-//	                      |                                                  |
-//	  assign.go  assign (reserve ports, store.Update, apply),  <------ registry.go: THE live state
-//	             apply (diff -> events, bind/close listeners)        sessions, playnode records, counters,
-//	                      |                                          table, listeners, bind failures
-//	  store.Store (internal/store): Load, Update, Watch               |
-//	                                                                  v  events (events.go), in order
-//	  watch.go   authorized_nodes reload -> revocations        subscribers: logevents.go (the log),
-//	             retry of unbound portaliases                  status.go (status.json), Subscribe callers
-//	                                                           snapshot.go: Snapshot (read-only copy)
+//	          playnodes (SSH :4422, QUIC :4422/udp)          portalias clients (127.0.0.1:20000-29999)
+//	                    |                                                  |
+//	accept.go  acceptNodes / acceptQUIC: admission          portalias.go  servePortalias: accept,
+//	           (per address, handshake slots), auth                       route (registry), admit (limits.go)
+//	                    |                                                  |
+//	session.go serveSession: hello -> assign -> up -> welcome  forward.go  open stream, header, count,
+//	           control sender (on demand), downReason                    mux.Splice (internal/mux/splice.go)
+//	                    |                                                  |
+//	assign.go  assign (reserve ports, store.Update, apply),  <------ registry.go: THE live state
+//	           apply (diff -> events, bind/close listeners)        sessions, playnode records, counters,
+//	                    |                                          table, listeners, bind failures
+//	store.Store (internal/store): Load, Update, Watch               |
+//	                                                                v  events (events.go), in order
+//	watch.go   authorized_nodes reload -> revocations        subscribers: logevents.go (the log),
+//	           retry of unbound portaliases                  status.go (status.json), Subscribe callers
+//	                                                         snapshot.go: Snapshot (read-only copy)
 //
 // The forwarding path on this side is three files: portalias.go (accept and
 // admit), forward.go (open the stream, header, status) and mux's splice.go.

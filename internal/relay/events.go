@@ -29,6 +29,11 @@ const (
 	EventPortaliasBindFailed EventKind = "portalias-bind-failed"
 	// EventPortaliasBound: a Portalias that had failed to bind is bound.
 	EventPortaliasBound EventKind = "portalias-bound"
+	// EventPortaliasLimit: Playnode asked for more new portaliases than
+	// MaxPortaliasesPerNode allows (Reason "stored": it holds that many;
+	// "rate": it was given that many in the last hour); the excess
+	// services got none.
+	EventPortaliasLimit EventKind = "portalias-limit"
 	// EventRefused: a playnode that had authenticated was refused
 	// (Reason is the refusal code; Playnode and Remote set).
 	EventRefused EventKind = "refused"

@@ -32,6 +32,9 @@ type Row struct {
 	// OutsideRange: the portalias is outside the relay's --ports (pinned
 	// with --force, or the range changed since it was assigned).
 	OutsideRange bool `json:"outside_range,omitempty"`
+	// Stale: the playnode's last hello did not register this service
+	// (`alias prune` removes it).
+	Stale bool `json:"stale,omitempty"`
 }
 
 // List reads the data folder, whether or not a relay runs on it. A running
@@ -62,6 +65,7 @@ func List(dataDir string) (rows []Row, relayRunning bool, err error) {
 			OutsideRange: a.Portalias < info.PortLow || a.Portalias > info.PortHigh}
 		seen[[2]string{a.Playnode, a.Service}] = true
 		if st := doc.Playnodes[a.Playnode]; st != nil {
+			row.Stale = st.Registered != nil && !slices.Contains(st.Registered, a.Service)
 			row.ServicePort = st.Services[a.Service]
 			row.LastSeen = st.LastSeen
 			if relayRunning {
@@ -145,7 +149,7 @@ func WriteRows(w io.Writer, rows []Row, asJSON bool) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PLAYNODE\tSERVICE\tSERVICE PORT\tPORTALIAS\tONLINE\tLAST SEEN")
-	outside := false
+	outside, stale := false, false
 	for _, r := range rows {
 		port, alias, online, seen := "-", "-", "no", "never"
 		if r.ServicePort != 0 {
@@ -157,6 +161,10 @@ func WriteRows(w io.Writer, rows []Row, asJSON bool) error {
 		if r.OutsideRange {
 			alias += "*"
 			outside = true
+		}
+		if r.Stale {
+			online += " (stale)"
+			stale = true
 		}
 		switch r.State {
 		case StateOnline:
@@ -176,6 +184,9 @@ func WriteRows(w io.Writer, rows []Row, asJSON bool) error {
 	}
 	if outside {
 		fmt.Fprintln(w, "* outside the relay's --ports: kept, but not where new portaliases come from")
+	}
+	if stale {
+		fmt.Fprintln(w, "(stale): the playnode's last hello did not register this service; `paradigm-relay alias prune` removes it")
 	}
 	return nil
 }

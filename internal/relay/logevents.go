@@ -28,6 +28,8 @@ func logEvents(log *slog.Logger, sub *Subscription) {
 			log.Info("portalias removed", "playnode", e.Playnode, "service", e.Service, "portalias", e.Portalias)
 		case EventPortaliasBindFailed:
 			log.Error("bind portalias, retrying until it is free", "playnode", e.Playnode, "service", e.Service, "portalias", e.Portalias, "err", e.Reason)
+		case EventPortaliasLimit:
+			log.Warn("playnode reached its portalias limit, services left without one", "playnode", e.Playnode, "limit", e.Reason)
 		case EventPortaliasBound:
 			log.Info("portalias bound", "playnode", e.Playnode, "service", e.Service, "portalias", e.Portalias)
 		case EventLost:

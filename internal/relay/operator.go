@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -184,4 +185,34 @@ func relayInfo(dataDir string) (info RelayInfo, running bool) {
 		info = *doc.Relay
 	}
 	return info, isRunning(dataDir)
+}
+
+// AliasPrune removes the stale portaliases of the given playnodes (all when
+// none is given): those of services their last hello did not register, as
+// the relay recorded it in status.json. A playnode the relay never saw
+// keeps everything. It returns what it removed.
+func AliasPrune(ctx context.Context, dataDir string, playnodes []string) ([]store.Assignment, error) {
+	doc, err := readStatus(filepath.Join(dataDir, StatusFile))
+	if err != nil {
+		return nil, fmt.Errorf("read the relay's status file (the relay records there what each playnode registered): %w", err)
+	}
+	want := map[string]bool{}
+	for _, p := range playnodes {
+		want[p] = true
+	}
+	var removed []store.Assignment
+	f := &store.File{Path: filepath.Join(dataDir, PortaliasFile)}
+	_, err = f.Update(ctx, func(t *store.Table) error {
+		removed = removed[:0]
+		for _, a := range t.All() {
+			st := doc.Playnodes[a.Playnode]
+			if len(want) > 0 && !want[a.Playnode] || st == nil || st.Registered == nil || slices.Contains(st.Registered, a.Service) {
+				continue
+			}
+			t.Remove(a.Playnode, a.Service)
+			removed = append(removed, a)
+		}
+		return nil
+	})
+	return removed, err
 }

@@ -55,6 +55,12 @@ type playnode struct {
 	// The last session's facts, kept while offline.
 	fingerprint, transport, remote, client string
 	connected, lastSeen                    time.Time
+	registered                             map[string]bool // the services its last hello registered
+
+	// New portaliases given to it in the current window (assignWindow),
+	// bounded by Config.MaxPortaliasesPerNode.
+	assignedSince time.Time
+	assignedCount int
 }
 
 // serviceStats counts one service's forwarded connections. The forwarding
@@ -175,7 +181,9 @@ func (g *registry) up(s *nodeSession, portaliases []proto.Portalias) (old *nodeS
 	p.transport, p.remote, p.client = s.transport, s.mux.RemoteAddr().String(), s.client
 	p.connected, p.lastSeen = now, now
 	s.stats = map[string]*serviceStats{}
+	p.registered = map[string]bool{}
 	for name, svc := range s.services {
+		p.registered[name] = true
 		st := p.stats(name)
 		st.port.Store(uint32(svc.Port))
 		s.stats[name] = st
@@ -244,6 +252,47 @@ func (g *registry) setAuth(set *authorizedSet) (revoked []*nodeSession) {
 	return revoked
 }
 
+// assignWindow is the window of the per-playnode rate limit on new
+// portaliases: at most MaxPortaliasesPerNode new ones per window, so a
+// playnode (or a stolen key) that keeps registering new service names
+// cannot churn through the port range.
+const assignWindow = time.Hour
+
+// takeAssignments reserves up to n new portaliases for playnode within
+// both bounds: stored assignments at most limit (owned counts those it has
+// now), and new ones at most limit per assignWindow. It returns how many
+// may be assigned and queues an EventPortaliasLimit when that is fewer
+// than n.
+func (g *registry) takeAssignments(playnode string, n, owned, limit int) int {
+	defer g.publish()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.record(playnode)
+	now := g.now()
+	if now.Sub(p.assignedSince) >= assignWindow {
+		p.assignedSince, p.assignedCount = now, 0
+	}
+	allowed := min(n, max(0, limit-owned), max(0, limit-p.assignedCount))
+	p.assignedCount += allowed
+	if allowed < n {
+		reason := "stored"
+		if limit-owned >= n {
+			reason = "rate"
+		}
+		g.queue(Event{Kind: EventPortaliasLimit, Playnode: playnode, Reason: reason})
+	}
+	return allowed
+}
+
+// giveBack returns reserved assignments that were not made.
+func (g *registry) giveBack(playnode string, n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p := g.playnodes[playnode]; p != nil {
+		p.assignedCount = max(0, p.assignedCount-n)
+	}
+}
+
 // refused records a refused hello.
 func (g *registry) refused(playnode, remote, transport, code string) {
 	g.counters.refusal(code)
@@ -264,6 +313,12 @@ func (g *registry) restore(doc statusDoc) {
 		p.connected, p.lastSeen = st.Connected, st.LastSeen
 		for svc, port := range st.Services {
 			p.stats(svc).port.Store(uint32(port))
+		}
+		if st.Registered != nil {
+			p.registered = map[string]bool{}
+			for _, svc := range st.Registered {
+				p.registered[svc] = true
+			}
 		}
 	}
 }

@@ -31,6 +31,9 @@ type PlaynodeState struct {
 	Connected     time.Time      `json:"connected_since,omitzero"`
 	LastSeen      time.Time      `json:"last_seen,omitzero"` // now while online
 	Services      []ServiceState `json:"services"`
+	// Registered lists the services the last hello registered, by name;
+	// nil when the relay never saw one.
+	Registered []string `json:"registered_services,omitempty"`
 }
 
 // Portalias states of a ServiceState.
@@ -47,7 +50,10 @@ type ServiceState struct {
 	ServicePort uint16 `json:"service_port,omitempty"` // on the device, as its last hello said
 	Portalias   uint16 `json:"portalias,omitempty"`
 	State       string `json:"state"`
-	BindError   string `json:"bind_error,omitempty"`
+	// Stale: assigned, but the playnode's last hello did not register
+	// it (a renamed or removed service); `alias prune` removes these.
+	Stale     bool   `json:"stale,omitempty"`
+	BindError string `json:"bind_error,omitempty"`
 	// Connections forwarded now and in all since the relay started, and
 	// their bytes each way.
 	OpenConns         int64  `json:"open_connections"`
@@ -102,6 +108,9 @@ func (g *registry) snapshotLocked() Snapshot {
 			if p := g.playnodes[name]; p != nil {
 				ps.Fingerprint, ps.Transport, ps.Remote, ps.ClientVersion = p.fingerprint, p.transport, p.remote, p.client
 				ps.Connected, ps.LastSeen = p.connected, p.lastSeen
+				if p.registered != nil {
+					ps.Registered = slices.Sorted(maps.Keys(p.registered))
+				}
 				if p.session != nil {
 					ps.Online, ps.LastSeen = true, now
 				}
@@ -122,6 +131,7 @@ func (g *registry) snapshotLocked() Snapshot {
 			if s := p.session; s != nil && s.services[a.Service].Name != "" {
 				ss.State = StateOnline
 			}
+			ss.Stale = p.registered != nil && !p.registered[a.Service]
 		}
 		if why, failed := g.bindFailed[a.Portalias]; failed {
 			ss.State, ss.BindError = StateBindFailed, why

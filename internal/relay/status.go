@@ -30,6 +30,7 @@ type nodeStatus struct {
 	Portaliases   map[string]uint16 `json:"portaliases,omitempty"` // service -> portalias
 	States        map[string]string `json:"states,omitempty"`      // service -> portalias state (Snapshot's)
 	BindErrors    map[string]string `json:"bind_errors,omitempty"` // service -> why its portalias could not be bound
+	Registered    []string          `json:"registered,omitempty"`  // the services its last hello registered
 }
 
 // RelayInfo is what a running relay records of its settings in
@@ -83,6 +84,7 @@ func statusOf(snap Snapshot, info *RelayInfo) statusDoc {
 			}
 			st.States[s.Name] = s.State
 		}
+		st.Registered = p.Registered
 		doc.Playnodes[p.Name] = st
 	}
 	return doc
