@@ -161,10 +161,12 @@ func (d *deployment) runNode(t *testing.T, r *relayProc, name, key string, servi
 
 // lsRow is one element of `paradigm-relay ls --json`.
 type lsRow struct {
-	Playnode  string `json:"playnode"`
-	Service   string `json:"service"`
-	Portalias uint16 `json:"portalias"`
-	Online    bool   `json:"online"`
+	Playnode  string    `json:"playnode"`
+	Service   string    `json:"service"`
+	Portalias uint16    `json:"portalias"`
+	Online    bool      `json:"online"`
+	State     string    `json:"state"`
+	LastSeen  time.Time `json:"last_seen"`
 }
 
 func (d *deployment) ls(t *testing.T) []lsRow {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"paradigm/internal/relay"
@@ -142,4 +143,93 @@ func TestList(t *testing.T) {
 			t.Fatalf("after the relay stopped: got %+v running=%v, want offline and not running", got, running)
 		}
 	})
+}
+
+// TestAliasSetRefusesUnservablePorts is defect 1 of the operator's list:
+// the relay's own port, a port outside --ports and a port another program
+// holds are refused, and the old assignment stays; a good port is bound by
+// the running relay before AliasSet returns.
+func TestAliasSetRefusesUnservablePorts(t *testing.T) {
+	r, _, ports := startPair(t, "ssh", "svc="+replyServer(t, "hi"))
+	old := ports["svc"]
+	ctx := context.Background()
+	set := func(port uint16, force bool) error {
+		return relay.AliasSet(ctx, r.cfg.DataDir, store.Assignment{Playnode: "dev1", Service: "svc", Portalias: port}, force)
+	}
+	waitFor(t, "the relay to record its settings", func() bool {
+		rows, running, _ := relay.List(r.cfg.DataDir)
+		return running && len(rows) == 1 && rows[0].Online
+	})
+	own := uint16(r.Addr().(*net.TCPAddr).Port)
+	busy, err := net.Listen("tcp", portAddr(freeInRange(t, r, old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyPort := uint16(busy.Addr().(*net.TCPAddr).Port)
+	for _, tc := range []struct {
+		port  uint16
+		force bool
+		want  string
+	}{
+		{own, true, "relay's own port"},
+		{r.cfg.PortHigh + 1, false, "outside the relay's --ports"},
+		{busyPort, false, "in use on this server by another program"},
+	} {
+		if err := set(tc.port, tc.force); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("alias set %d (force %v): got %v, want an error saying %q", tc.port, tc.force, err, tc.want)
+		}
+		if ps, _ := r.Online("dev1"); len(ps) != 1 || ps[0].Portalias != old {
+			t.Errorf("after refusing %d: portaliases %v, want svc still at %d", tc.port, ps, old)
+		}
+	}
+	moved := freeInRange(t, r, old, busyPort)
+	if err := set(moved, false); err != nil {
+		t.Fatalf("alias set %d: %v", moved, err)
+	}
+	if !isBound(moved) { // returned only once the relay bound it
+		t.Fatalf("alias set returned before the relay bound %d", moved)
+	}
+	if got, err := fetch(t, moved); err != nil || got != "hi" {
+		t.Fatalf("fetch through %d: %q, %v", moved, got, err)
+	}
+}
+
+// TestListFiltersAndUnassigned: ls filters by name prefix and state, and
+// an online service whose portalias was removed shows as unassigned
+// rather than vanishing.
+func TestListFiltersAndUnassigned(t *testing.T) {
+	cfg := relayConfig(t)
+	k1, _ := authorize(t, cfg, "shop-1")
+	k2, _ := authorize(t, cfg, "kiosk-1")
+	r := startRelay(t, cfg, "ssh")
+	startNode(t, r.nodeConfig(t, "shop-1", k1, "a="+replyServer(t, "a"), "b="+replyServer(t, "b")))
+	waitOnline(t, r, "shop-1", 2)
+	n2 := startNode(t, r.nodeConfig(t, "kiosk-1", k2, "a="+replyServer(t, "a")))
+	waitOnline(t, r, "kiosk-1", 1)
+	n2.stop(t)
+	waitOffline(t, r, "kiosk-1")
+	if _, err := relay.AliasRemove(context.Background(), cfg.DataDir, "shop-1", "b"); err != nil {
+		t.Fatal(err)
+	}
+	var rows []relay.Row
+	waitFor(t, "ls to show shop-1 b unassigned", func() bool {
+		rows, _, _ = relay.List(cfg.DataDir)
+		for _, row := range rows {
+			if row.Playnode == "shop-1" && row.Service == "b" {
+				return row.State == relay.StateUnassigned && row.Portalias == 0
+			}
+		}
+		return false
+	})
+	count := func(f relay.Filter) int { return len(f.Apply(rows)) }
+	if got := count(relay.Filter{Prefixes: []string{"shop"}}); got != 2 {
+		t.Errorf("ls shop: %d rows, want 2", got)
+	}
+	if got := count(relay.Filter{Online: true}); got != 1 {
+		t.Errorf("ls --online: %d rows, want 1 (shop-1 a)", got)
+	}
+	if got := count(relay.Filter{Offline: true, Prefixes: []string{"kiosk", "nothing"}}); got != 1 {
+		t.Errorf("ls --offline kiosk nothing: %d rows, want 1", got)
+	}
 }
