@@ -165,6 +165,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.wg.Go(func() { r.acceptQUIC(ctx) })
 	}
 	r.log.Info("relay listening", attrs...)
+	r.checkPortRange(r.reg.currentTable())
 	stop := context.AfterFunc(ctx, func() { r.ln.Close() })
 	defer stop()
 	r.wg.Go(func() { r.store.Watch(ctx, r.applyWatched) })
