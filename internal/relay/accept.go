@@ -48,12 +48,28 @@ func (r *Relay) acceptNodes(ctx context.Context) error {
 	}
 }
 
-// serveNode runs one playnode SSH connection from handshake to disconnect;
-// authenticated is called once the handshake is over, whatever its outcome.
-func (r *Relay) serveNode(ctx context.Context, conn net.Conn, authenticated func()) {
+// serveNode runs one playnode SSH connection from handshake to disconnect.
+// The connection counts against its source address (release) and holds a
+// handshake slot until its hello is answered: a connection that
+// authenticates and then sends nothing costs a slot for HandshakeTimeout
+// at most, like one that never authenticates.
+func (r *Relay) serveNode(ctx context.Context, conn net.Conn, release func()) {
+	defer release()
 	r.reg.counters.handshakes.Add(1)
-	ms, peer, err := r.acceptSSH(ctx, conn)
-	authenticated()
+	select {
+	case r.hsSlots <- struct{}{}:
+		defer func() { <-r.hsSlots }()
+	case <-time.After(r.cfg.HandshakeTimeout):
+		conn.Close()
+		r.reg.counters.handshakeFailed.Add(1)
+		r.throttle.Warn("handshake-slots", logthrottle.Source(conn.RemoteAddr()), "too many handshakes in progress, connection closed", "remote", conn.RemoteAddr().String(), "transport", "ssh", "limit", r.cfg.MaxHandshakes)
+		return
+	case <-ctx.Done():
+		conn.Close()
+		return
+	}
+	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
+	ms, peer, err := r.acceptSSH(ctx, conn, deadline)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.reg.counters.handshakeFailed.Add(1)
@@ -61,23 +77,12 @@ func (r *Relay) serveNode(ctx context.Context, conn net.Conn, authenticated func
 		}
 		return
 	}
-	r.serveSession(ctx, ms, peer, "ssh")
+	r.serveSession(ctx, ms, peer, "ssh", deadline)
 }
 
-// acceptSSH runs the SSH handshake and authentication. Handshakes in
-// progress are bounded by MaxHandshakes, each by HandshakeTimeout.
-func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn) (mux.Session, mux.Peer, error) {
-	select {
-	case r.hsSlots <- struct{}{}:
-		defer func() { <-r.hsSlots }()
-	case <-time.After(r.cfg.HandshakeTimeout):
-		conn.Close()
-		return nil, mux.Peer{}, errors.New("too many handshakes in progress")
-	case <-ctx.Done():
-		conn.Close()
-		return nil, mux.Peer{}, ctx.Err()
-	}
-	hsCtx, cancel := context.WithTimeout(ctx, r.cfg.HandshakeTimeout)
+// acceptSSH runs the SSH handshake and authentication, by deadline.
+func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn, deadline time.Time) (mux.Session, mux.Peer, error) {
+	hsCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	return mux.AcceptSSH(hsCtx, conn, &mux.SSHServerConfig{
 		HostKey:          r.hostKey,
@@ -131,7 +136,7 @@ func (r *Relay) acceptQUIC(ctx context.Context) {
 			}
 			return
 		}
-		r.wg.Go(func() { r.serveSession(ctx, s, peer, "quic") })
+		r.wg.Go(func() { r.serveSession(ctx, s, peer, "quic", time.Now().Add(r.cfg.HandshakeTimeout)) })
 	}
 }
 

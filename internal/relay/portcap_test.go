@@ -82,3 +82,38 @@ func TestPortaliasCapPerPlaynode(t *testing.T) {
 		t.Fatalf("prune: removed %v, %v; want the 6 services the last hello did not register", removed, err)
 	}
 }
+
+// TestOnePendingHelloPerKey attacks with one authorized key that opens
+// connection after connection and never says hello: only the newest
+// stays open, and the handshake slots stay free for other playnodes.
+func TestOnePendingHelloPerKey(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr string) {
+		cfg := relayConfig(t)
+		cfg.MaxHandshakes = 4
+		thief, _ := authorize(t, cfg, "thief")
+		honest, _ := authorize(t, cfg, "honest")
+		r := startRelay(t, cfg, tr)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		var sessions []interface{ Done() <-chan struct{} }
+		for range 12 {
+			s := rawDial(ctx, t, r, thief, "thief")
+			defer s.Close()
+			sessions = append(sessions, s)
+		}
+		waitFor(t, "all but the newest silent connection to be closed", func() bool {
+			open := 0
+			for _, s := range sessions {
+				select {
+				case <-s.Done():
+				default:
+					open++
+				}
+			}
+			return open == 1
+		})
+		if m := rawHello(t, r, honest, helloWith("honest", "svc", 1)); m.(*proto.Welcome) == nil {
+			t.Fatalf("another playnode during the attack: %#v, want a welcome", m)
+		}
+	})
+}

@@ -40,6 +40,7 @@ type registry struct {
 	bindFailed map[uint16]string    // assigned portaliases that could not be bound, with why
 	busyPorts  map[uint16]time.Time // free in the table but held by another program, since
 	outbox     []Event
+	pending    map[string]*pendingConn // by node key: the connection waiting for its hello
 
 	counters counters
 }
@@ -290,6 +291,33 @@ func (g *registry) giveBack(playnode string, n int) {
 	defer g.mu.Unlock()
 	if p := g.playnodes[playnode]; p != nil {
 		p.assignedCount = max(0, p.assignedCount-n)
+	}
+}
+
+// pendingConn is a connection waiting for its hello.
+type pendingConn struct{ close func() }
+
+// beginPending records a connection of key waiting for its hello and ends
+// the one recorded before it, if any: one per key at a time. done forgets
+// it.
+func (g *registry) beginPending(key string, closeConn func()) (done func()) {
+	p := &pendingConn{close: closeConn}
+	g.mu.Lock()
+	if g.pending == nil {
+		g.pending = map[string]*pendingConn{}
+	}
+	older := g.pending[key]
+	g.pending[key] = p
+	g.mu.Unlock()
+	if older != nil {
+		older.close()
+	}
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.pending[key] == p {
+			delete(g.pending, key)
+		}
 	}
 }
 

@@ -57,9 +57,14 @@ func validPlaynode(name string) error { return proto.ValidateName("playnode", na
 // serveSession runs an authenticated session, whatever its transport,
 // through its hello and welcome, and arranges its end: no goroutine of the
 // relay's waits for an idle session.
-func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer, transport string) {
+func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer, transport string, deadline time.Time) {
 	log := r.log.With("remote", ms.RemoteAddr().String(), "transport", transport)
-	s, err := r.welcome(ctx, ms, peer, transport, log)
+	// One connection per key may wait for its hello: a newer one (the node
+	// redialled) ends the older, so an authorized key cannot pile up
+	// connections that never say hello.
+	done := r.reg.beginPending(string(peer.Key.Marshal()), func() { ms.Close() })
+	s, err := r.welcome(ctx, ms, peer, transport, log, deadline)
+	done()
 	if err != nil {
 		var refuse *proto.Refuse
 		switch {
@@ -88,10 +93,9 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 }
 
 // welcome reads the hello on the node's control stream, assigns
-// portaliases, registers the session and queues its welcome, all within
-// HandshakeTimeout.
-func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, transport string, log *slog.Logger) (*nodeSession, error) {
-	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
+// portaliases, registers the session and queues its welcome, all by
+// deadline (HandshakeTimeout after the connection began).
+func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, transport string, log *slog.Logger, deadline time.Time) (*nodeSession, error) {
 	hsCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	ctrl, err := ms.AcceptStream(hsCtx)
