@@ -73,7 +73,13 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		return nil, Peer{}, fmt.Errorf("ssh server config: host key type %s, want %s", t, ssh.KeyAlgoED25519)
 	}
 	timeout := cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout)
-	setTCPKeepalive(conn, opts.Keepalive)
+	raw := conn
+	prefix := []byte(sshPrefix)
+	pc, peeked := conn.(*prefixConn)
+	if peeked {
+		raw, prefix = pc.Conn, pc.prefix
+	}
+	setTCPKeepalive(raw, opts.Keepalive)
 	handshakeDone := handshakeDeadline(ctx, conn, timeout)
 	fail := func(step string, err error) (Session, Peer, error) {
 		handshakeDone() // stop watching ctx
@@ -85,13 +91,12 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 
 	// x/crypto/ssh skips up to 1024 non-SSH lines before the client's
 	// version, so an HTTP request would hang until the deadline. RFC 4253
-	// 4.2 allows such lines only from the server: check the first bytes.
-	prefix := make([]byte, 4)
-	if _, err := io.ReadFull(conn, prefix); err != nil {
-		return fail("read ssh version", err)
-	}
-	if !bytes.Equal(prefix, []byte("SSH-")) {
-		return fail("read ssh version", fmt.Errorf("%w: first bytes %q", ErrNotSSH, prefix))
+	// 4.2 allows such lines only from the server: check the first bytes
+	// (unless WaitSSHVersion did).
+	if !peeked {
+		if err := readSSHPrefix(conn, prefix); err != nil {
+			return fail("read ssh version", err)
+		}
 	}
 
 	auth := &authCache{authorize: cfg.Authorize}
@@ -102,7 +107,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		ServerVersion:     sshVersion,
 	}
 	sshCfg.AddHostKey(cfg.HostKey)
-	ac := newActivityConn(&prefixConn{conn, prefix}, conn)
+	ac := newActivityConn(&prefixConn{raw, prefix}, raw)
 	sc, chans, reqs, err := ssh.NewServerConn(ac, sshCfg)
 	if err != nil {
 		if auth.lastErr != nil {
@@ -214,6 +219,35 @@ func (a *authCache) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		return nil, res.err
 	}
 	return &ssh.Permissions{ExtraData: map[any]any{authResultKey{}: res}}, nil
+}
+
+const sshPrefix = "SSH-"
+
+// readSSHPrefix reads the first bytes of the peer's version line into
+// prefix and checks them.
+func readSSHPrefix(conn net.Conn, prefix []byte) error {
+	if _, err := io.ReadFull(conn, prefix); err != nil {
+		return err
+	}
+	if !bytes.Equal(prefix, []byte(sshPrefix)) {
+		return fmt.Errorf("%w: first bytes %q", ErrNotSSH, prefix)
+	}
+	return nil
+}
+
+// WaitSSHVersion waits, until deadline, for conn's peer to send the first
+// bytes of an SSH version line, and returns a conn that replays them for
+// AcceptSSH. A relay calls it before it gives the peer a handshake slot, so
+// that connections that send nothing (a slowloris flood) cannot hold the
+// slots real playnodes need.
+func WaitSSHVersion(conn net.Conn, deadline time.Time) (net.Conn, error) {
+	conn.SetReadDeadline(deadline)
+	prefix := make([]byte, len(sshPrefix))
+	if err := readSSHPrefix(conn, prefix); err != nil {
+		return nil, fmt.Errorf("read ssh version from %s: %w", conn.RemoteAddr(), err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	return &prefixConn{conn, prefix}, nil
 }
 
 // prefixConn replays the bytes read to check the version prefix.

@@ -49,13 +49,26 @@ func (r *Relay) acceptNodes(ctx context.Context) error {
 }
 
 // serveNode runs one playnode SSH connection from handshake to disconnect.
-// The connection counts against its source address (release) and holds a
-// handshake slot until its hello is answered: a connection that
-// authenticates and then sends nothing costs a slot for HandshakeTimeout
-// at most, like one that never authenticates.
+// The connection counts against its source address (release) from the
+// start. It takes a handshake slot only once its first bytes show an SSH
+// client (within FirstBytesTimeout), so that a flood of connections that
+// send nothing, from however many addresses, holds no slot; and it keeps
+// the slot until its hello is answered, so that one that authenticates and
+// then sends nothing costs a slot for HandshakeTimeout at most.
 func (r *Relay) serveNode(ctx context.Context, conn net.Conn, release func()) {
 	defer release()
 	r.reg.counters.handshakes.Add(1)
+	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
+	peeked, err := mux.WaitSSHVersion(conn, time.Now().Add(r.cfg.FirstBytesTimeout))
+	if err != nil {
+		if ctx.Err() == nil {
+			r.reg.counters.handshakeFailed.Add(1)
+			r.throttle.Warn("first-bytes", logthrottle.Source(conn.RemoteAddr()), "no ssh version line in time, closed", "remote", conn.RemoteAddr().String(), "err", err)
+		}
+		conn.Close()
+		return
+	}
+	conn = peeked
 	select {
 	case r.hsSlots <- struct{}{}:
 		defer func() { <-r.hsSlots }()
@@ -68,7 +81,6 @@ func (r *Relay) serveNode(ctx context.Context, conn net.Conn, release func()) {
 		conn.Close()
 		return
 	}
-	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
 	ms, peer, err := r.acceptSSH(ctx, conn, deadline)
 	if err != nil {
 		if ctx.Err() == nil {

@@ -29,6 +29,7 @@ const (
 	DefaultMaxStreamsPerPortalias = 256
 	DefaultMaxHandshakes          = 128
 	DefaultMaxPortaliasesPerNode  = 64
+	DefaultFirstBytesTimeout      = 5 * time.Second
 	DefaultKeepalive              = mux.DefaultKeepalive
 	DefaultHandshakeTimeout       = mux.DefaultHandshakeTimeout
 	DefaultReloadInterval         = 2 * time.Second
@@ -53,6 +54,10 @@ type Config struct {
 	Keepalive time.Duration
 	// HandshakeTimeout bounds SSH handshake, authentication and hello.
 	HandshakeTimeout time.Duration
+	// FirstBytesTimeout bounds the wait for an SSH connection's first
+	// bytes (its version line) before it may take a handshake slot.
+	// Default 5s.
+	FirstBytesTimeout time.Duration
 	// MaxHandshakes bounds handshakes in progress at once, so a storm of
 	// reconnecting playnodes (or a scanner) cannot starve live sessions.
 	MaxHandshakes int
@@ -111,6 +116,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.FirstBytesTimeout <= 0 {
+		c.FirstBytesTimeout = min(DefaultFirstBytesTimeout, c.HandshakeTimeout)
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = DefaultMaxHandshakes

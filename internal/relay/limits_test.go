@@ -256,3 +256,31 @@ func TestUnknownKeyGetsNothing(t *testing.T) {
 		t.Errorf("portaliases after refused clients: %v, %v; want none", rows, err)
 	}
 }
+
+// TestSlowlorisFromManyAddresses: idle connections from many source
+// addresses, each within the per-address limit, hold no handshake slot:
+// a real playnode still gets in at once.
+func TestSlowlorisFromManyAddresses(t *testing.T) {
+	cfg := relayConfig(t)
+	cfg.MaxHandshakes = 4
+	cfg.HandshakeTimeout = time.Minute // without the first-bytes gate, the idle ones would hold every slot this long
+	cfg.FirstBytesTimeout = 30 * time.Second
+	keyFile, _ := authorize(t, cfg, "dev1")
+	r := startRelay(t, cfg, "ssh")
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for i := range 60 { // 20 addresses, 3 each
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%20))}}
+		c, err := d.Dial("tcp", r.Addr().String())
+		if err != nil {
+			t.Fatalf("idle connection %d: %v", i, err)
+		}
+		idle = append(idle, c)
+	}
+	startNode(t, r.nodeConfig(t, "dev1", keyFile, "svc="+replyServer(t, "x")))
+	waitOnline(t, r, "dev1", 1)
+}
