@@ -28,6 +28,7 @@ type Node struct {
 	hostKey  ssh.HostKeyCallback
 	quicKey  ed25519.PrivateKey // nil when the transport is ssh
 	chooser  transportChooser
+	streams  *streamLimit
 }
 
 // New validates cfg and loads the node's key.
@@ -45,6 +46,7 @@ func New(cfg Config) (*Node, error) {
 		key:      key,
 		services: map[string]Service{},
 		hello:    proto.Hello{Version: proto.Version, Playnode: cfg.Name, Software: "paradigm-node"},
+		streams:  &streamLimit{max: int64(cfg.MaxStreams)},
 	}
 	for _, s := range cfg.Services {
 		n.services[s.Name] = s
@@ -243,6 +245,15 @@ func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 		st.Close()
 		return
 	}
+	if !n.streams.acquire() {
+		if warn, count := n.streams.refused(time.Now()); warn {
+			n.log.Warn("streams refused: playnode at its limit", "max_streams", n.cfg.MaxStreams, "refused", count)
+		}
+		proto.WriteStreamStatus(st, proto.StatusRefused, fmt.Sprintf("playnode at its limit of %d streams (--max-streams)", n.cfg.MaxStreams))
+		st.Close()
+		return
+	}
+	defer n.streams.release()
 	svc, ok := n.services[name]
 	if !ok {
 		n.log.Warn("relay asked for a service this playnode does not have", "service", name)

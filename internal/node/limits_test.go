@@ -1,0 +1,57 @@
+package node
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{
+		{"0", 0}, {"4096", 4096}, {"64MiB", 64 << 20}, {"64M", 64 << 20}, {"64 MB", 64 << 20},
+		{"512kib", 512 << 10}, {"1GiB", 1 << 30}, {"100B", 100},
+	} {
+		if got, err := ParseSize(tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseSize(%q): got %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1", "1.5MiB", "64TiB", "lots", "99999999999GiB"} {
+		if got, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q): got %d, want an error", in, got)
+		}
+	}
+	if got := FormatSize(DefaultMaxBuffer); got != "64MiB" {
+		t.Errorf("FormatSize(DefaultMaxBuffer): got %q, want 64MiB", got)
+	}
+}
+
+func TestStreamWindow(t *testing.T) {
+	for _, tc := range []struct {
+		streams int
+		buffer  int64
+		window  uint32
+		err     string
+	}{
+		{0, 0, 512 << 10, ""}, // the defaults: 64 streams, 64 MiB
+		{128, 64 << 20, 256 << 10, ""},
+		{1, 1 << 30, 4 << 20, ""},  // at most mux's default window
+		{3, 10 << 20, 1744896, ""}, // 10 MiB / 3 / 2, rounded down to 4 KiB
+		{256, 64 << 20, 0, "raise max-buffer to 128MiB or lower max-streams to 128"},
+		{-1, 0, 0, "must not be negative"},
+	} {
+		c := Config{MaxStreams: tc.streams, MaxBuffer: tc.buffer}
+		err := c.setLimits()
+		switch {
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%d streams, %d bytes: got %v, want an error with %q", tc.streams, tc.buffer, err, tc.err)
+			}
+		case err != nil:
+			t.Errorf("%d streams, %d bytes: %v", tc.streams, tc.buffer, err)
+		case c.StreamWindow() != tc.window:
+			t.Errorf("%d streams, %d bytes: window %d, want %d", tc.streams, tc.buffer, c.StreamWindow(), tc.window)
+		}
+	}
+}
