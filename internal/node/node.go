@@ -163,7 +163,7 @@ func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.serveStream(ctx, st)
+			n.serveStream(sess.Context(), st)
 		}()
 	}
 }
@@ -235,7 +235,10 @@ func (n *Node) logWelcome(msg string, w *proto.Welcome, extra ...any) {
 
 // serveStream answers one stream the relay opened: it reads the header,
 // dials the named service from this node's own configuration (nothing else),
-// reports the outcome and splices.
+// reports the outcome and splices. ctx is the session's: once the session
+// is dead, the service's connection is reset, so that a splice waiting on a
+// service that sends nothing (after a clean end of the other direction)
+// ends with its session, and Run's shutdown does not wait for the service.
 func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 	st.SetReadDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
 	name, err := proto.ReadStreamHeader(st)
@@ -274,6 +277,12 @@ func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 		st.Close()
 		return
 	}
-	in, out, err := mux.Splice(st, c.(*net.TCPConn))
+	tc := c.(*net.TCPConn)
+	stop := context.AfterFunc(ctx, func() {
+		tc.SetLinger(0)
+		tc.Close()
+	})
+	defer stop()
+	in, out, err := mux.Splice(st, tc)
 	n.log.Debug("stream closed", "service", name, "in", in, "out", out, "err", err)
 }
