@@ -10,9 +10,10 @@ import (
 )
 
 // Defaults sized for a device with 512 MB of memory that also runs its own
-// programs: 64 streams, each with a 512 KiB window held in at most 1 MiB.
+// programs: 128 streams (a relay test forwards 100 at once), each with a
+// 256 KiB window held in at most 512 KiB.
 const (
-	DefaultMaxStreams = 64
+	DefaultMaxStreams = 128
 	DefaultMaxBuffer  = 64 << 20
 
 	// bufferPerWindow is the memory a full window can take: yamux keeps a

@@ -34,8 +34,8 @@ func TestStreamWindow(t *testing.T) {
 		window  uint32
 		err     string
 	}{
-		{0, 0, 512 << 10, ""}, // the defaults: 64 streams, 64 MiB
-		{128, 64 << 20, 256 << 10, ""},
+		{0, 0, 256 << 10, ""}, // the defaults: 128 streams, 64 MiB
+		{64, 64 << 20, 512 << 10, ""},
 		{1, 1 << 30, 4 << 20, ""},  // at most mux's default window
 		{3, 10 << 20, 1744896, ""}, // 10 MiB / 3 / 2, rounded down to 4 KiB
 		{256, 64 << 20, 0, "raise max-buffer to 128MiB or lower max-streams to 128"},
