@@ -3,6 +3,7 @@ package node
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseSize(t *testing.T) {
@@ -53,5 +54,36 @@ func TestStreamWindow(t *testing.T) {
 		case c.StreamWindow() != tc.window:
 			t.Errorf("%d streams, %d bytes: window %d, want %d", tc.streams, tc.buffer, c.StreamWindow(), tc.window)
 		}
+	}
+}
+
+// TestStreamLimitWarnings checks that refusals at the limit are logged at
+// most once per refusalLogInterval, the next line counting those between.
+func TestStreamLimitWarnings(t *testing.T) {
+	l := &streamLimit{max: 1}
+	if !l.acquire() || l.acquire() {
+		t.Fatal("with max 1: want the first acquire to succeed and the second to fail")
+	}
+	t0 := time.Unix(1000, 0)
+	type step struct {
+		at    time.Duration
+		warn  bool
+		count int
+	}
+	for i, s := range []step{
+		{0, true, 1},
+		{time.Second, false, 0},
+		{5 * time.Second, false, 0},
+		{refusalLogInterval, true, 3},
+		{refusalLogInterval + time.Second, false, 0},
+	} {
+		warn, count := l.refused(t0.Add(s.at))
+		if warn != s.warn || count != s.count {
+			t.Errorf("refusal %d at +%v: got warn %v count %d, want %v %d", i+1, s.at, warn, count, s.warn, s.count)
+		}
+	}
+	l.release()
+	if !l.acquire() {
+		t.Error("after release: want a slot")
 	}
 }
