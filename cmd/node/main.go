@@ -85,6 +85,8 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_NODE_KEEPALIVE"}},
 		&cli.DurationFlag{Name: "backoff-max", Value: 30 * time.Second, Usage: "longest wait between reconnection attempts", EnvVars: []string{"PARADIGM_NODE_BACKOFF_MAX"}},
 		&cli.BoolFlag{Name: "verbose", Usage: "when another instance holds --lock, log that before exiting 0 (silent otherwise, for cron)", EnvVars: []string{"PARADIGM_NODE_VERBOSE"}},
+		&cli.IntFlag{Name: "max-streams", Value: node.DefaultMaxStreams, Usage: "connections served at once; more are refused (the relay closes them) with a warning at most every 10s", EnvVars: []string{"PARADIGM_NODE_MAX_STREAMS"}},
+		&cli.StringFlag{Name: "max-buffer", Value: node.FormatSize(node.DefaultMaxBuffer), Usage: "data the relay may send ahead of the services, all connections together; each connection's window is this / --max-streams (at least 256KiB, at most 4MiB)", EnvVars: []string{"PARADIGM_NODE_MAX_BUFFER"}},
 		&cli.IntFlag{Name: "procs", Value: 1, Usage: "CPUs running the node's Go code at once (GOMAXPROCS), 0 for all; 1 forwards with the least CPU per byte and leaves the other cores to the device's player", EnvVars: []string{"PARADIGM_NODE_PROCS"}},
 	}
 }
@@ -165,7 +167,11 @@ func run(c *cli.Context) error {
 		Name:            c.String("name"),
 		Keepalive:       c.Duration("keepalive"),
 		BackoffMax:      c.Duration("backoff-max"),
+		MaxStreams:      c.Int("max-streams"),
 		Logger:          log,
+	}
+	if cfg.MaxBuffer, err = node.ParseSize(c.String("max-buffer")); err != nil {
+		return fmt.Errorf("--max-buffer: %w", err)
 	}
 	for _, s := range c.StringSlice("service") {
 		svc, err := node.ParseService(s)

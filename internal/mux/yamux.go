@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,11 +41,25 @@ func yamuxConfig(opts Options, server bool) *yamux.Config {
 		// How long one frame may wait for the transport before its stream
 		// operation fails; a slow link may hold several MiB of queued data.
 		ConnectionWriteTimeout: max(time.Minute, 6*opts.Keepalive),
-		MaxStreamWindowSize:    opts.StreamWindow,
+		MaxStreamWindowSize:    yamuxWindow(opts.StreamWindow),
 		StreamOpenTimeout:      streamOpenTimeout,
 		StreamCloseTimeout:     streamCloseTimeout,
 		Logger:                 yamuxLogger{opts.Logger},
 	}
+}
+
+// yamuxWindow is the MaxStreamWindowSize for a stream window of w bytes.
+// yamux keeps a stream's unread data in a bytes.Buffer whose ReadFrom
+// wants bytes.MinRead free past the data before each read, so a window of
+// exactly a power of two, once filled by a reader that stalls, doubles the
+// buffer: 8 MiB for the default 4 MiB. A window MinRead smaller fills a
+// buffer of its own size (measured by TestStalledStreamBuffer: 4.2 MiB per
+// stalled stream instead of 8.1). yamux's minimum window stays as it is.
+func yamuxWindow(w uint32) uint32 {
+	if w >= minStreamWindow+bytes.MinRead {
+		return w - bytes.MinRead
+	}
+	return w
 }
 
 // yamuxStream makes truncation visible. yamux v0.1.2 force-closes every

@@ -83,7 +83,14 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// DialTimeout bounds connecting to a local service.
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// MaxStreams bounds the streams served at once; more are refused with
+	// proto.StatusRefused. Default DefaultMaxStreams.
+	MaxStreams int
+	// MaxBuffer bounds, in bytes, the data the relay may send ahead of the
+	// services on all streams together: each stream's receive window is
+	// MaxBuffer/MaxStreams (see StreamWindow). Default DefaultMaxBuffer.
+	MaxBuffer int64
+	Logger    *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -143,5 +150,5 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return nil
+	return c.setLimits()
 }

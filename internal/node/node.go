@@ -28,6 +28,7 @@ type Node struct {
 	hostKey  ssh.HostKeyCallback
 	quicKey  ed25519.PrivateKey // nil when the transport is ssh
 	chooser  transportChooser
+	streams  *streamLimit
 }
 
 // New validates cfg and loads the node's key.
@@ -45,6 +46,7 @@ func New(cfg Config) (*Node, error) {
 		key:      key,
 		services: map[string]Service{},
 		hello:    proto.Hello{Version: proto.Version, Playnode: cfg.Name, Software: "paradigm-node"},
+		streams:  &streamLimit{max: int64(cfg.MaxStreams)},
 	}
 	for _, s := range cfg.Services {
 		n.services[s.Name] = s
@@ -161,7 +163,7 @@ func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.serveStream(ctx, st)
+			n.serveStream(sess.Context(), st)
 		}()
 	}
 }
@@ -233,7 +235,10 @@ func (n *Node) logWelcome(msg string, w *proto.Welcome, extra ...any) {
 
 // serveStream answers one stream the relay opened: it reads the header,
 // dials the named service from this node's own configuration (nothing else),
-// reports the outcome and splices.
+// reports the outcome and splices. ctx is the session's: once the session
+// is dead, the service's connection is reset, so that a splice waiting on a
+// service that sends nothing (after a clean end of the other direction)
+// ends with its session, and Run's shutdown does not wait for the service.
 func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 	st.SetReadDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
 	name, err := proto.ReadStreamHeader(st)
@@ -243,6 +248,15 @@ func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 		st.Close()
 		return
 	}
+	if !n.streams.acquire() {
+		if warn, count := n.streams.refused(time.Now()); warn {
+			n.log.Warn("streams refused: playnode at its limit", "max_streams", n.cfg.MaxStreams, "refused", count)
+		}
+		proto.WriteStreamStatus(st, proto.StatusRefused, fmt.Sprintf("playnode at its limit of %d streams (--max-streams)", n.cfg.MaxStreams))
+		st.Close()
+		return
+	}
+	defer n.streams.release()
 	svc, ok := n.services[name]
 	if !ok {
 		n.log.Warn("relay asked for a service this playnode does not have", "service", name)
@@ -263,6 +277,12 @@ func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 		st.Close()
 		return
 	}
-	in, out, err := mux.Splice(st, c.(*net.TCPConn))
+	tc := c.(*net.TCPConn)
+	stop := context.AfterFunc(ctx, func() {
+		tc.SetLinger(0)
+		tc.Close()
+	})
+	defer stop()
+	in, out, err := mux.Splice(st, tc)
 	n.log.Debug("stream closed", "service", name, "in", in, "out", out, "err", err)
 }

@@ -92,7 +92,7 @@ func (n *Node) dialSSH(ctx context.Context) (mux.Session, error) {
 		HostKeyCallback:  n.hostKey,
 		Addr:             n.cfg.Relay,
 		HandshakeTimeout: n.cfg.HandshakeTimeout,
-		Options:          mux.Options{Keepalive: n.cfg.Keepalive, Logger: n.log},
+		Options:          n.muxOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to relay %s: %w", n.cfg.Relay, err)
@@ -118,7 +118,7 @@ func (n *Node) dialQUIC(ctx context.Context, timeout time.Duration) (mux.Session
 		HostKeyCallback:  n.hostKey,
 		Addr:             n.cfg.Relay,
 		HandshakeTimeout: timeout,
-		Options:          mux.Options{Keepalive: n.cfg.Keepalive, Logger: n.log},
+		Options:          n.muxOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to relay %s over quic: %w", n.cfg.Relay, err)
@@ -133,4 +133,11 @@ func loadQUICKey(cfg *Config) (ed25519.PrivateKey, error) {
 		return nil, nil
 	}
 	return identity.LoadEd25519(cfg.KeyFile)
+}
+
+// muxOptions are the session options of both transports. StreamWindow
+// bounds what the relay can send ahead of a service on each stream over
+// SSH (yamux); QUIC keeps its own windows.
+func (n *Node) muxOptions() mux.Options {
+	return mux.Options{Keepalive: n.cfg.Keepalive, StreamWindow: n.cfg.StreamWindow(), Logger: n.log}
 }
