@@ -23,8 +23,8 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("ParseSize(%q): got %d, want an error", in, got)
 		}
 	}
-	if got := FormatSize(DefaultMaxBuffer); got != "64MiB" {
-		t.Errorf("FormatSize(DefaultMaxBuffer): got %q, want 64MiB", got)
+	if got := FormatSize(DefaultMaxBuffer); got != "128MiB" {
+		t.Errorf("FormatSize(DefaultMaxBuffer): got %q, want 128MiB", got)
 	}
 }
 
@@ -35,7 +35,7 @@ func TestStreamWindow(t *testing.T) {
 		window  uint32
 		err     string
 	}{
-		{0, 0, 256 << 10, ""}, // the defaults: 128 streams, 64 MiB
+		{0, 0, 1 << 20, ""}, // the defaults: 64 streams, 128 MiB
 		{64, 64 << 20, 512 << 10, ""},
 		{1, 1 << 30, 4 << 20, ""},  // at most mux's default window
 		{3, 10 << 20, 1744896, ""}, // 10 MiB / 3 / 2, rounded down to 4 KiB

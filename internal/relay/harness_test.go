@@ -190,6 +190,7 @@ func (r *testRelay) nodeConfig(t *testing.T, name, keyFile string, services ...s
 		Name:        name,
 		Keepalive:   testKeepalive,
 		BackoffMax:  testBackoff,
+		MaxStreams:  128, // TestConcurrentConnections forwards 100 at once
 	}
 	for _, s := range services {
 		svc, err := node.ParseService(s)
