@@ -37,6 +37,14 @@ func (r *Relay) forward(s *nodeSession, st *serviceStats, c *net.TCPConn) {
 	st.total.Add(1)
 	r.reg.counters.forwarded.Add(1)
 	defer st.open.Add(-1)
+	// A session that dies while the client's side is idle (the reply
+	// already delivered, the client not done sending) must not leave the
+	// splice waiting on the client: cut it, with a reset.
+	stop := context.AfterFunc(s.mux.Context(), func() {
+		c.SetLinger(0)
+		c.Close()
+	})
+	defer stop()
 	in, out, err := mux.Splice(c, &countedStream{Stream: stream, st: st, all: &r.reg.counters})
 	var se *proto.StreamError
 	if errors.As(err, &se) {
