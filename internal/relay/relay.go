@@ -158,7 +158,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	logSub := r.reg.bus.subscribe(logEventBuffer)
 	statusSub := r.reg.bus.subscribe(16)
 	r.subWG.Go(func() { logEvents(r.log, logSub) })
-	r.wg.Go(func() { r.writeStatus(ctx, statusSub) })
+	r.wg.Go(func() { writeStatus(ctx, statusSub, r.flushStatus) })
 	r.flushStatus() // what a killed relay left said "online": not any more
 	if r.quic != nil {
 		attrs = append(attrs, "quic_addr", r.quic.Addr().String())

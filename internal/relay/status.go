@@ -96,11 +96,11 @@ func statusOf(snap Snapshot, info *RelayInfo) statusDoc {
 // written together, statusMinGap later.
 const statusMinGap = time.Second
 
-// writeStatus keeps status.json in step with the live state: it rewrites
+// writeStatus keeps status.json in step with the live state: flush rewrites
 // it after changes (see statusMinGap) and every statusRefresh, until ctx
 // is done. It is an event subscriber like any other: if it falls behind it
 // loses events, which costs nothing since it writes the whole snapshot.
-func (r *Relay) writeStatus(ctx context.Context, sub *Subscription) {
+func writeStatus(ctx context.Context, sub *Subscription, flush func()) {
 	refresh := time.NewTicker(statusRefresh)
 	defer refresh.Stop()
 	gap := time.NewTimer(0)
@@ -129,7 +129,7 @@ func (r *Relay) writeStatus(ctx context.Context, sub *Subscription) {
 			waiting = true
 			continue
 		}
-		r.flushStatus()
+		flush()
 		dirty, last = false, time.Now()
 	}
 }
