@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,12 +16,24 @@ func TestStatusWriterPacing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var bus eventBus
 		sub := bus.subscribe(16)
+		var mu sync.Mutex
 		var writes []time.Duration
+		taken := func() []time.Duration { // what was written since the last call
+			mu.Lock()
+			defer mu.Unlock()
+			w := writes
+			writes = nil
+			return w
+		}
 		start := time.Now()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {
-			writeStatus(ctx, sub, func() { writes = append(writes, time.Since(start)) })
+			writeStatus(ctx, sub, func() {
+				mu.Lock()
+				writes = append(writes, time.Since(start))
+				mu.Unlock()
+			})
 			close(done)
 		}()
 		synctest.Wait()
@@ -28,8 +41,8 @@ func TestStatusWriterPacing(t *testing.T) {
 		time.Sleep(10 * time.Second)
 		bus.publish([]Event{{Kind: EventUp}})
 		synctest.Wait()
-		if len(writes) != 1 || writes[0] != 10*time.Second {
-			t.Fatalf("a change after a quiet spell: writes at %v, want one at 10s", writes)
+		if w := taken(); len(w) != 1 || w[0] != 10*time.Second {
+			t.Fatalf("a change after a quiet spell: writes at %v, want one at 10s", w)
 		}
 
 		// A storm: 100 changes, 10 ms apart, for a second.
@@ -39,7 +52,7 @@ func TestStatusWriterPacing(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		storm := writes[1:]
+		storm := taken()
 		if len(storm) == 0 || len(storm) > 2 {
 			t.Errorf("100 changes within a second written %d times (%v), want 1 or 2", len(storm), storm)
 		}
@@ -47,11 +60,10 @@ func TestStatusWriterPacing(t *testing.T) {
 			t.Errorf("the storm's last write at %v, before its last change at about 11s", last)
 		}
 
-		writes = nil
 		time.Sleep(statusRefresh + time.Second)
 		synctest.Wait()
-		if len(writes) != 1 {
-			t.Errorf("a quiet minute: %d writes, want 1 refresh", len(writes))
+		if w := taken(); len(w) != 1 {
+			t.Errorf("a quiet minute: %d writes, want 1 refresh", len(w))
 		}
 		cancel()
 		<-done
