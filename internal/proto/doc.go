@@ -6,7 +6,7 @@
 // # Protocol flow
 //
 //	playnode                                relay
-//	   |---- SSH, then one yamux session ----->|
+//	   |---- SSH channel, yamux session ------>|  (QUIC: native streams instead)
 //	   |---- opens stream 1 (control) -------->|
 //	   |---- Hello{version, playnode, -------->|  relay checks the key owns the
 //	   |           services}                   |  name and validates the services
@@ -21,6 +21,12 @@
 //	   |<--- Welcome (assignments changed) ----|  any time on the control stream
 //	   |<--- Refuse (replaced, revoked, -------|  then the relay closes
 //	   |            shutdown)                  |
+//
+// Over SSH, the node opens the first paradigm-mux@v1 channel, the control
+// stream's lane; the relay may open more channels (lanes, each its own yamux
+// session) and puts each forwarded stream on one of them (internal/mux).
+// Over QUIC every stream is a native QUIC stream. The bytes above are the
+// same on every transport.
 //
 // The stream header only names a service, never an address: what a playnode
 // dials is decided by the playnode alone, so a compromised relay cannot turn

@@ -1,5 +1,5 @@
 // Package muxtest is the conformance suite every mux.Session transport
-// passes (yamux over SSH now, native QUIC streams later).
+// passes: yamux over SSH (with its lanes) and native QUIC streams.
 package muxtest
 
 import (
