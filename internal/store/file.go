@@ -119,7 +119,7 @@ func (f *File) Watch(ctx context.Context, fn func(*Table, error)) error {
 	f.mu.Lock()
 	since := f.seen
 	f.mu.Unlock()
-	Poll(ctx, f.Path, interval, since, func() {
+	poll(ctx, f.Path, interval, since, func() {
 		t, err := f.load()
 		fn(t, err)
 	})

@@ -45,12 +45,12 @@ func StampOf(path string) Stamp {
 	return Stamp{mod: fi.ModTime(), size: fi.Size(), ino: inode(fi), ok: true}
 }
 
-// Poll calls fn each time path's Stamp differs from the last one seen,
+// poll calls fn each time path's Stamp differs from the last one seen,
 // checking every interval, until ctx is done. since is the Stamp the
 // caller already knows. It is how the relay picks up hand edits of its
 // flat files: polling is portable and needs no dependency, and the
 // interval bounds how long an edit takes to apply.
-func Poll(ctx context.Context, path string, interval time.Duration, since Stamp, fn func()) {
+func poll(ctx context.Context, path string, interval time.Duration, since Stamp, fn func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
