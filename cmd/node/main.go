@@ -5,19 +5,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"paradigm/internal/cliflags"
 	"paradigm/internal/identity"
-	"paradigm/internal/lockfile"
 	"paradigm/internal/node"
 )
 
@@ -82,8 +79,8 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "name", Value: hostname(), DefaultText: "this machine's hostname", Usage: "playnode name (the relay binds it to the key)", EnvVars: []string{"PARADIGM_NODE_NAME"}},
 		&cli.StringSliceFlag{Name: "service", Usage: "a local service to expose, NAME=[HOST:]PORT (HOST defaults to 127.0.0.1); repeatable", EnvVars: []string{"PARADIGM_NODE_SERVICE"}},
 		&cli.StringFlag{Name: "lock", Value: filepath.Join(os.TempDir(), "paradigm-node.lock"), Usage: "single-instance lock: a second run with the same lock exits 0 at once", EnvVars: []string{"PARADIGM_NODE_LOCK"}},
-		&cli.DurationFlag{Name: "keepalive", Value: 10 * time.Second, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_NODE_KEEPALIVE"}},
-		&cli.DurationFlag{Name: "backoff-max", Value: 30 * time.Second, Usage: "longest wait between reconnection attempts", EnvVars: []string{"PARADIGM_NODE_BACKOFF_MAX"}},
+		&cli.DurationFlag{Name: "keepalive", Value: node.DefaultKeepalive, Usage: "liveness check interval both ways; a dead link is detected within 2.25 times this", EnvVars: []string{"PARADIGM_NODE_KEEPALIVE"}},
+		&cli.DurationFlag{Name: "backoff-max", Value: node.DefaultBackoffMax, Usage: "longest wait between reconnection attempts", EnvVars: []string{"PARADIGM_NODE_BACKOFF_MAX"}},
 		&cli.BoolFlag{Name: "verbose", Usage: "when another instance holds --lock, log that before exiting 0 (silent otherwise, for cron)", EnvVars: []string{"PARADIGM_NODE_VERBOSE"}},
 		&cli.IntFlag{Name: "max-streams", Value: node.DefaultMaxStreams, Usage: "connections served at once; more are refused (the relay closes them) with a warning at most every 10s", EnvVars: []string{"PARADIGM_NODE_MAX_STREAMS"}},
 		&cli.StringFlag{Name: "max-buffer", Value: node.FormatSize(node.DefaultMaxBuffer), Usage: "data the relay may send ahead of the services, all connections together; each connection's window is this / --max-streams (at least 256KiB, at most 4MiB)", EnvVars: []string{"PARADIGM_NODE_MAX_BUFFER"}},
@@ -100,53 +97,12 @@ func runCommand() *cli.Command {
 	}
 }
 
-// applyConfigFile sets every flag the command line and environment left
-// unset from the config file; its keys are the flags of run (global ones
-// included), checked by node.ParseConfigFile against each flag's kind.
-func applyConfigFile(c *cli.Context, path string) error {
-	keys := map[string]node.Kind{}
-	for _, f := range c.Command.Flags {
-		name := f.Names()[0]
-		switch f.(type) {
-		case *cli.DurationFlag:
-			keys[name] = node.KindDuration
-		case *cli.BoolFlag:
-			keys[name] = node.KindBool
-		case *cli.IntFlag:
-			keys[name] = node.KindInt
-		case *cli.StringSliceFlag:
-			keys[name] = node.KindList
-		default:
-			keys[name] = node.KindString
-		}
-	}
-	delete(keys, "config")
-	delete(keys, "help")
-	settings, err := node.ParseConfigFile(path, keys)
-	if err != nil {
-		return err
-	}
-	explicit := map[string]bool{}
-	for name := range keys {
-		explicit[name] = c.IsSet(name)
-	}
-	for _, s := range settings {
-		if explicit[s.Key] {
-			continue
-		}
-		if err := c.Set(s.Key, s.Value); err != nil {
-			return fmt.Errorf("%s:%d: %s: %v", path, s.Line, s.Key, err)
-		}
-	}
-	return nil
-}
-
 func run(c *cli.Context) error {
 	if c.Args().Present() {
 		return fmt.Errorf("run takes no arguments, got %q", c.Args().Slice())
 	}
 	if path := c.String("config"); path != "" {
-		if err := applyConfigFile(c, path); err != nil {
+		if err := cliflags.ApplyConfigFile(c, path); err != nil {
 			return err
 		}
 	}
@@ -184,19 +140,5 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	lock, err := lockfile.TryAcquire(c.String("lock"))
-	if errors.Is(err, lockfile.ErrLocked) {
-		// The legacy deployment starts us from cron every minute: a running
-		// instance is success, not an error, and not worth a line in the
-		// cron log every minute unless asked for.
-		if c.Bool("verbose") {
-			log.Info("instance already running", "err", err)
-		}
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
-	return n.Run(c.Context)
+	return n.RunSingle(c.Context, c.String("lock"), c.Bool("verbose"))
 }

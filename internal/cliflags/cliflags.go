@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"paradigm/internal/node"
 )
 
 // Flags returns --log-level and --log-format, read from the environment as
@@ -166,4 +168,46 @@ func formatVersion(bi *debug.BuildInfo) string {
 		commit += ", modified"
 	}
 	return fmt.Sprintf("%s (commit %s, %s %s/%s)", version, commit, goVersion, runtime.GOOS, runtime.GOARCH)
+}
+
+// ApplyConfigFile sets every flag of c's command that the command line and
+// the environment left unset from the node's config file at path: its keys
+// are the command's flag names (global ones included), each value checked
+// by node.ParseConfigFile against the flag's kind.
+func ApplyConfigFile(c *cli.Context, path string) error {
+	keys := map[string]node.Kind{}
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		switch f.(type) {
+		case *cli.DurationFlag:
+			keys[name] = node.KindDuration
+		case *cli.BoolFlag:
+			keys[name] = node.KindBool
+		case *cli.IntFlag:
+			keys[name] = node.KindInt
+		case *cli.StringSliceFlag:
+			keys[name] = node.KindList
+		default:
+			keys[name] = node.KindString
+		}
+	}
+	delete(keys, "config")
+	delete(keys, "help")
+	settings, err := node.ParseConfigFile(path, keys)
+	if err != nil {
+		return err
+	}
+	explicit := map[string]bool{}
+	for name := range keys {
+		explicit[name] = c.IsSet(name)
+	}
+	for _, s := range settings {
+		if explicit[s.Key] {
+			continue
+		}
+		if err := c.Set(s.Key, s.Value); err != nil {
+			return fmt.Errorf("%s:%d: %s: %v", path, s.Line, s.Key, err)
+		}
+	}
+	return nil
 }

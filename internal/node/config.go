@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"paradigm/internal/mux"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,12 @@ func ParseService(s string) (Service, error) {
 	}
 	return Service{Name: name, Addr: net.JoinHostPort(host, port)}, nil
 }
+
+// Defaults of Config, declared once: cmd/node's flags show them.
+const (
+	DefaultKeepalive  = mux.DefaultKeepalive
+	DefaultBackoffMax = 30 * time.Second
+)
 
 // Config is everything Run needs; cmd/node fills it from flags and the
 // config file.
@@ -136,13 +143,13 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("transport %q: want ssh, quic or auto", c.Transport)
 	}
 	if c.Keepalive <= 0 {
-		c.Keepalive = 10 * time.Second
+		c.Keepalive = DefaultKeepalive
 	}
 	if c.BackoffMax <= 0 {
-		c.BackoffMax = 30 * time.Second
+		c.BackoffMax = DefaultBackoffMax
 	}
 	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 15 * time.Second
+		c.HandshakeTimeout = mux.DefaultHandshakeTimeout
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
