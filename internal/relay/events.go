@@ -44,9 +44,10 @@ const (
 
 // Reasons of an EventDown.
 const (
-	// ReasonClosed: the node closed the connection (it stopped or
-	// restarted, or its process died and the device's kernel closed it).
-	ReasonClosed = "closed"
+	// ReasonStopped: the node ended the connection itself: it stopped or
+	// restarted, or its process died and the device's kernel closed it
+	// (not a broken link, which is ReasonLinkLost).
+	ReasonStopped = "node-stopped"
 	// ReasonLinkLost: the link went silent or broke (keepalive timeout,
 	// connection reset).
 	ReasonLinkLost = "link-lost"

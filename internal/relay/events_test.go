@@ -65,8 +65,8 @@ func TestEventsLifecycle(t *testing.T) {
 
 		// A clean stop of the node.
 		first.stop(t)
-		if d := nextEvent(t, sub, "down", kind(relay.EventDown, "dev1")); d.Reason != relay.ReasonClosed {
-			t.Errorf("down after the node stopped: reason %q, want %q", d.Reason, relay.ReasonClosed)
+		if d := nextEvent(t, sub, "down", kind(relay.EventDown, "dev1")); d.Reason != relay.ReasonStopped {
+			t.Errorf("down after the node stopped: reason %q, want %q", d.Reason, relay.ReasonStopped)
 		}
 
 		// A second session replaces a first one.

@@ -257,7 +257,7 @@ func (s *nodeSession) downReason() string {
 		return string(m.Code)
 	}
 	if errors.Is(s.mux.Err(), mux.ErrPeerClosed) {
-		return ReasonClosed
+		return ReasonStopped
 	}
 	return ReasonLinkLost
 }
