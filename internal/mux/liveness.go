@@ -37,22 +37,20 @@ const (
 	requestQuietRatio = 1
 )
 
-// monoBase anchors liveness readings to the monotonic clock: they are
-// stored as nanoseconds since monoBase, measured with time.Time's
-// monotonic reading, so that setting the system clock (NTP stepping it, a
-// board without RTC that boots in 1970) neither expires healthy sessions
-// nor keeps dead ones. UnixNano, being wall clock, did both.
-var monoBase = time.Now()
-
-// monoNanos is t (a reading of time.Now or of a Ticker) as nanoseconds since
-// monoBase on the monotonic clock; never 0, so that 0 can mean "none".
-func monoNanos(t time.Time) int64 { return max(int64(t.Sub(monoBase)), 1) }
+// Liveness readings are stored as nanoseconds since the activityConn's
+// base, a time.Now taken when it was made, measured with time.Time's
+// monotonic reading (Sub uses it when both times have one), so that a step
+// of the wall clock (NTP, an operator, a board without RTC booting at 1970)
+// never makes a healthy link look silent or a dead one alive. The base is
+// per connection, not per process, so that a connection made inside a
+// testing/synctest bubble measures the bubble's clock.
 
 // activityConn records when bytes last arrived from the peer.
 type activityConn struct {
 	net.Conn
 	raw      syscall.Conn // the TCP socket under Conn, for TCP_INFO; nil if none
-	lastRead atomic.Int64 // monoNanos
+	base     time.Time    // readings are nanoseconds since base (mono)
+	lastRead atomic.Int64 // mono
 }
 
 // newActivityConn wraps c; raw is the connection the caller handed in
@@ -62,22 +60,27 @@ func newActivityConn(c, raw net.Conn) *activityConn {
 	if sc, ok := raw.(syscall.Conn); ok {
 		a.raw = sc
 	}
-	a.lastRead.Store(monoNanos(time.Now()))
+	a.base = time.Now()
+	a.lastRead.Store(a.mono(time.Now()))
 	return a
 }
 
 func (c *activityConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
-		c.lastRead.Store(monoNanos(time.Now()))
+		c.lastRead.Store(c.mono(time.Now()))
 	}
 	return n, err
 }
 
 // quietFor is how long nothing has arrived.
 func (c *activityConn) quietFor(now time.Time) time.Duration {
-	return time.Duration(monoNanos(now) - c.lastRead.Load())
+	return time.Duration(c.mono(now) - c.lastRead.Load())
 }
+
+// mono is t (a reading of time.Now) as nanoseconds since c.base on the
+// monotonic clock; never 0, so that 0 can mean "none".
+func (c *activityConn) mono(t time.Time) int64 { return max(int64(t.Sub(c.base)), 1) }
 
 // acksFlowing reports whether the kernel received a TCP acknowledgement
 // within d; false when it cannot tell.
@@ -121,7 +124,7 @@ type livenessWatch struct {
 	dead      func()
 	ended     func()
 	wg        *sync.WaitGroup // owns the keepalive request goroutines
-	sentAt    atomic.Int64    // monoNanos of the request in flight, 0 if none
+	sentAt    atomic.Int64    // ac.mono of the request in flight, 0 if none
 
 	mu      sync.Mutex
 	timer   *time.Timer
@@ -145,7 +148,7 @@ func (w *livenessWatch) check() {
 	now := w.due
 	w.mu.Unlock()
 	quiet := w.ac.quietFor(now)
-	if s := w.sentAt.Load(); s != 0 && time.Duration(monoNanos(now)-s) >= unansweredFactor*w.keepalive {
+	if s := w.sentAt.Load(); s != 0 && time.Duration(w.ac.mono(now)-s) >= unansweredFactor*w.keepalive {
 		w.dead()
 		return
 	}
@@ -158,7 +161,7 @@ func (w *livenessWatch) check() {
 	if w.stopped {
 		return
 	}
-	if quiet >= requestQuietRatio*w.keepalive && w.sentAt.CompareAndSwap(0, monoNanos(now)) {
+	if quiet >= requestQuietRatio*w.keepalive && w.sentAt.CompareAndSwap(0, w.ac.mono(now)) {
 		w.wg.Go(func() {
 			w.conn.SendRequest(requestKeepalive, true, nil)
 			w.sentAt.Store(0)
