@@ -284,3 +284,29 @@ func TestSlowlorisFromManyAddresses(t *testing.T) {
 	startNode(t, r.nodeConfig(t, "dev1", keyFile, "svc="+replyServer(t, "x")))
 	waitOnline(t, r, "dev1", 1)
 }
+
+// TestLogFloodBounded: garbage connections from many addresses cost the
+// relay's log a bounded number of lines (per reason and source, per
+// minute), while every one of them is counted.
+func TestLogFloodBounded(t *testing.T) {
+	cfg := relayConfig(t)
+	r := startRelay(t, cfg, "ssh")
+	const conns, addrs = 400, 20
+	for i := range conns {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%addrs))}}
+		c, err := d.Dial("tcp", r.Addr().String())
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+		c.Close()
+	}
+	waitFor(t, "every garbage connection counted", func() bool {
+		return r.Snapshot().Counters.PeerEvents["first-bytes"] == conns
+	})
+	// At most PerReason (10) lines a minute for the reason, whatever the
+	// number of connections or addresses.
+	if got := r.log.Count("no ssh version line in time"); got < 1 || got > 10 {
+		t.Errorf("%d garbage connections from %d addresses logged %d lines, want 1 to 10", conns, addrs, got)
+	}
+}
