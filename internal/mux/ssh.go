@@ -53,13 +53,15 @@ func handshakeDeadline(ctx context.Context, conn net.Conn, timeout time.Duration
 	}
 }
 
-// setTCPKeepalive turns on kernel keepalives as a second line behind the
-// liveness watchdog (they also keep NAT state fresh when no data flows). TCP_NODELAY
-// is Go's default and stays on.
-func setTCPKeepalive(conn net.Conn, interval time.Duration) {
+// tuneTCP turns on kernel keepalives as a second line behind the liveness
+// watchdog (they also keep NAT state fresh when no data flows) and starts
+// the pacer on the socket (sshpace.go). TCP_NODELAY is Go's default and
+// stays on.
+func tuneTCP(conn net.Conn, interval time.Duration) *pacer {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: interval, Interval: interval, Count: 3})
 	}
+	return newPacer(notSentLowat(conn), tcpQueue(conn))
 }
 
 // channelConn is the byte stream yamux runs on. Close closes the whole SSH
@@ -75,8 +77,8 @@ type channelConn struct {
 	onClose func()
 }
 
-func newChannelConn(ch ssh.Channel, conn ssh.Conn, onClose func()) *channelConn {
-	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch}, onClose: onClose}
+func newChannelConn(ch ssh.Channel, conn ssh.Conn, pace *pacer, onClose func()) *channelConn {
+	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch, pace: pace}, onClose: onClose}
 }
 
 func (c *channelConn) Write(b []byte) (int, error) { return c.w.Write(b) }

@@ -73,7 +73,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		return nil, Peer{}, fmt.Errorf("ssh server config: host key type %s, want %s", t, ssh.KeyAlgoED25519)
 	}
 	timeout := cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout)
-	setTCPKeepalive(conn, opts.Keepalive)
+	pace := tuneTCP(conn, opts.Keepalive)
 	handshakeDone := handshakeDeadline(ctx, conn, timeout)
 	fail := func(step string, err error) (Session, Peer, error) {
 		handshakeDone() // stop watching ctx
@@ -102,7 +102,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		ServerVersion:     sshVersion,
 	}
 	sshCfg.AddHostKey(cfg.HostKey)
-	ac := newActivityConn(&prefixConn{conn, prefix}, conn)
+	ac := newActivityConn(&pacedConn{&prefixConn{conn, prefix}, pace}, conn)
 	sc, chans, reqs, err := ssh.NewServerConn(ac, sshCfg)
 	if err != nil {
 		if auth.lastErr != nil {
@@ -132,7 +132,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		wg.Wait()
 		return fail("ssh handshake", err)
 	}
-	s, err := newSSHSession(sc, ac, ch, true, opts, &wg)
+	s, err := newSSHSession(sc, ac, pace, ch, true, opts, &wg)
 	if err != nil {
 		return nil, Peer{}, fmt.Errorf("accept ssh from %s: %w", remote, err)
 	}

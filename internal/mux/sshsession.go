@@ -33,6 +33,7 @@ const maxLanes = 8
 // lane closes the SSH connection, so one dead lane kills the session.
 type sshSession struct {
 	conn   ssh.Conn
+	pace   *pacer // sizes every lane's packets (sshpace.go)
 	server bool
 	cfg    *yamux.Config
 	log    *slog.Logger
@@ -73,7 +74,7 @@ type acceptedStream struct {
 // liveness watchdog on ac, the connection under conn. wg already tracks the
 // goroutines serving conn; the session owns it from here and waits for it in
 // Close.
-func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
+func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
 	s := &sshSession{
 		conn:    conn,
 		server:  server,
@@ -81,6 +82,7 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool,
 		log:     opts.Logger,
 		acceptq: make(chan acceptedStream),
 		wg:      wg,
+		pace:    pace,
 	}
 	s.firstDead.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -109,7 +111,7 @@ func (s *sshSession) addLane(ch ssh.Channel) (*lane, error) {
 	if s.server {
 		open = yamux.Server
 	}
-	ymx, err := open(newChannelConn(ch, s.conn, func() { s.firstDead.CompareAndSwap(-1, l.idx) }), s.cfg)
+	ymx, err := open(newChannelConn(ch, s.conn, s.pace, func() { s.firstDead.CompareAndSwap(-1, l.idx) }), s.cfg)
 	if err != nil {
 		ch.Close()
 		return nil, fmt.Errorf("start yamux: %w", err)
