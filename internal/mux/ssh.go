@@ -61,6 +61,9 @@ func tuneTCP(conn net.Conn, interval time.Duration) *pacer {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: interval, Interval: interval, Count: 3})
 	}
+	if ps, ok := conn.(pacedSocket); ok {
+		return newPacer(ps.setNotSentLowat, ps.queueInfo)
+	}
 	return newPacer(notSentLowat(conn), tcpQueue(conn))
 }
 

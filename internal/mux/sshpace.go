@@ -94,6 +94,13 @@ func (p *pacer) wrote(n int, d time.Duration, now time.Time) {
 	p.start, p.bytes, p.blocked = now, 0, 0
 }
 
+// pacedSocket is a transport connection that is not a *net.TCPConn but
+// offers what the pacer asks of a TCP socket: the tests' slow link.
+type pacedSocket interface {
+	setNotSentLowat(n int)
+	queueInfo() (queued int, rate float64, minRTT time.Duration, ok bool)
+}
+
 // pacedConn is the transport connection with its writes timed for the
 // pacer. x/crypto/ssh writes from one goroutine at a time (its transport
 // mutex), so the timing is per write.
