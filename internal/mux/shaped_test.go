@@ -139,6 +139,12 @@ const linkRate = 20e6 / 8
 // slowSocket pair.
 func slowPair(t *testing.T) (node, relay Session) {
 	t.Helper()
+	return pairAt(t, linkRate)
+}
+
+// pairAt is slowPair over a link of rate bytes per second.
+func pairAt(t *testing.T, rate float64) (node, relay Session) {
+	t.Helper()
 	signer := func() ssh.Signer {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
@@ -152,7 +158,7 @@ func slowPair(t *testing.T) (node, relay Session) {
 	}
 	hostKey, nodeKey := signer(), signer()
 	a, b := net.Pipe()
-	nodeConn, relayConn := newSlowSocket(a, linkRate), newSlowSocket(b, linkRate)
+	nodeConn, relayConn := newSlowSocket(a, rate), newSlowSocket(b, rate)
 	type accepted struct {
 		s   Session
 		err error

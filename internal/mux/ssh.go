@@ -3,6 +3,7 @@ package mux
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -77,14 +78,25 @@ type channelConn struct {
 	ssh.Channel
 	conn    ssh.Conn
 	w       frameWriter
+	carried *atomic.Int64 // the lane's byte count, both ways
 	onClose func()
 }
 
-func newChannelConn(ch ssh.Channel, conn ssh.Conn, pace *pacer, onClose func()) *channelConn {
-	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch, pace: pace}, onClose: onClose}
+func newChannelConn(ch ssh.Channel, conn ssh.Conn, pace *pacer, carried *atomic.Int64, onClose func()) *channelConn {
+	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch, pace: pace}, carried: carried, onClose: onClose}
 }
 
-func (c *channelConn) Write(b []byte) (int, error) { return c.w.Write(b) }
+func (c *channelConn) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.carried.Add(int64(n))
+	return n, err
+}
+
+func (c *channelConn) Read(b []byte) (int, error) {
+	n, err := c.Channel.Read(b)
+	c.carried.Add(int64(n))
+	return n, err
+}
 
 func (c *channelConn) Close() error {
 	c.onClose()

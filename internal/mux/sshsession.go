@@ -63,6 +63,10 @@ type lane struct {
 	idx    int32
 	ymx    *yamux.Session
 	opened atomic.Int32 // streams this side opened on the lane and has not closed
+	// carried counts the bytes the lane's channel has carried both ways:
+	// among lanes with as few streams, a new stream goes to the one that
+	// carried least, not beside a bulk transfer (doc.go).
+	carried atomic.Int64
 }
 
 type acceptedStream struct {
@@ -111,7 +115,7 @@ func (s *sshSession) addLane(ch ssh.Channel) (*lane, error) {
 	if s.server {
 		open = yamux.Server
 	}
-	ymx, err := open(newChannelConn(ch, s.conn, s.pace, func() { s.firstDead.CompareAndSwap(-1, l.idx) }), s.cfg)
+	ymx, err := open(newChannelConn(ch, s.conn, s.pace, &l.carried, func() { s.firstDead.CompareAndSwap(-1, l.idx) }), s.cfg)
 	if err != nil {
 		ch.Close()
 		return nil, fmt.Errorf("start yamux: %w", err)
@@ -261,7 +265,8 @@ func (s *sshSession) opened(l *lane, st *yamux.Stream, err error) (Stream, error
 	return ys, nil
 }
 
-// pickLane returns the lane with the fewest streams opened by this side.
+// pickLane returns the lane with the fewest streams opened by this side,
+// of those the one that carried the fewest bytes.
 // On the relay, when that lane already carries one, it opens a new lane
 // (unless maxLanes are open or being opened) and returns it; the stream
 // waits for the channel open, one round trip, once per lane.
@@ -270,7 +275,8 @@ func (s *sshSession) pickLane(ctx context.Context) (*lane, error) {
 	best := s.lanes[0]
 	if s.server {
 		for _, l := range s.lanes[1:] {
-			if l.opened.Load() < best.opened.Load() {
+			n, bn := l.opened.Load(), best.opened.Load()
+			if n < bn || n == bn && l.carried.Load() < best.carried.Load() {
 				best = l
 			}
 		}
