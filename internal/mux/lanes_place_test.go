@@ -64,3 +64,38 @@ func TestNewStreamAvoidsBulkLane(t *testing.T) {
 		st.Close()
 	}
 }
+
+// TestNewStreamSparesControlLane: of lanes with as few streams, a new
+// stream never takes lane 0, where the control stream lives.
+func TestNewStreamSparesControlLane(t *testing.T) {
+	node, relay := pairAt(t, 1e9)
+	var first []Stream
+	for range 2 {
+		rs, err := relay.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rs.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		ns, err := node.AcceptStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ns.Close()
+		first = append(first, rs)
+	}
+	for _, rs := range first {
+		rs.Close() // both lanes free again
+	}
+	for range 3 {
+		rs, err := relay.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rs.(*yamuxStream).lane.idx; got == 0 {
+			t.Errorf("new stream on lane 0 while lane 1 carries as few streams")
+		}
+		rs.Close()
+	}
+}

@@ -266,7 +266,8 @@ func (s *sshSession) opened(l *lane, st *yamux.Stream, err error) (Stream, error
 }
 
 // pickLane returns the lane with the fewest streams opened by this side,
-// of those the one that carried the fewest bytes.
+// of those any lane but lane 0, which carries the control stream, and the
+// one that carried the fewest bytes.
 // On the relay, when that lane already carries one, it opens a new lane
 // (unless maxLanes are open or being opened) and returns it; the stream
 // waits for the channel open, one round trip, once per lane.
@@ -276,7 +277,7 @@ func (s *sshSession) pickLane(ctx context.Context) (*lane, error) {
 	if s.server {
 		for _, l := range s.lanes[1:] {
 			n, bn := l.opened.Load(), best.opened.Load()
-			if n < bn || n == bn && l.carried.Load() < best.carried.Load() {
+			if n < bn || n == bn && (best.idx == 0 || l.carried.Load() < best.carried.Load()) {
 				best = l
 			}
 		}
