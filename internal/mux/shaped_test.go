@@ -313,7 +313,7 @@ func TestSmallStreamBesideBulk(t *testing.T) {
 
 // acceptAndEcho accepts on the node the stream rs the relay opened (after
 // rs's first byte) and echoes everything on it in a goroutine that ends
-// with the stream.
+// with the stream; the test's cleanup closes the stream and waits for it.
 func acceptAndEcho(t *testing.T, node Session, rs Stream) (Stream, error) {
 	t.Helper()
 	if _, err := rs.Write([]byte{0}); err != nil {
@@ -326,7 +326,12 @@ func acceptAndEcho(t *testing.T, node Session, rs Stream) (Stream, error) {
 	if _, err := io.ReadFull(ns, make([]byte, 1)); err != nil {
 		return nil, err
 	}
-	go io.Copy(ns, ns)
+	var wg sync.WaitGroup
+	wg.Go(func() { io.Copy(ns, ns) })
+	t.Cleanup(func() {
+		ns.Close()
+		wg.Wait()
+	})
 	return ns, nil
 }
 
