@@ -82,20 +82,8 @@ func (st *yamuxStream) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// Write hands b to yamux in pieces of at most one paced SSH packet
-// (sshpace.go): yamux sends each stream's frames in turn, a whole frame at
-// a time, so on a slow link a bulk stream's 32 KiB frame would hold back
-// the frames of every other stream of its lane for as long as it takes.
-// On a fast link the piece is the whole splice buffer: one frame, as before.
 func (st *yamuxStream) Write(b []byte) (int, error) {
-	piece := st.sess.pace.packetSize() - yamuxHeaderSize
-	var n int
-	var err error
-	for err == nil && n < len(b) {
-		var m int
-		m, err = st.Stream.Write(b[n:min(len(b), n+piece)])
-		n += m
-	}
+	n, err := st.Stream.Write(b)
 	if err != nil {
 		switch {
 		case st.closed.Load():
