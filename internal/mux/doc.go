@@ -53,10 +53,12 @@
 //     mutex hands over in FIFO order to a writer that waited over 1 ms, so
 //     a small stream waits for about one such packet.
 //   - yamux's send queue of a lane: first come first served, at most one
-//     frame per stream. New streams go to the lane with the fewest streams
-//     and, of those, the one that carried the fewest bytes (pickLane), so
-//     that they do not share a lane with a bulk transfer while a lane
-//     without one exists.
+//     frame (up to a 32 KiB splice buffer) per stream. New streams go to
+//     the lane with the fewest streams and, of those, to any lane before
+//     lane 0 (the control stream's) and then to the one that carried the
+//     fewest bytes (pickLane), so that they do not share a lane with a
+//     bulk transfer, nor the control stream with one, while another lane
+//     is free.
 //   - The SSH channel and yamux stream windows bound what a bulk stream
 //     may have in flight, not what waits ahead of others: with the kernel
 //     buffer bounded, bytes beyond it wait in the writing goroutine.
