@@ -32,6 +32,7 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, sshMaxPayload);
 // once. Not safe for concurrent Writes, which yamux never does.
 type frameWriter struct {
 	ch   ssh.Channel
+	pace *pacer // packet size; nil: maxPacket
 	hdr  [yamuxHeaderSize]byte
 	held bool // hdr is a data header waiting for its body
 }
@@ -48,10 +49,10 @@ func (w *frameWriter) Write(b []byte) (int, error) {
 	return w.ch.Write(b)
 }
 
-// writeBody sends the held header with b. A body longer than fits one SSH
-// packet goes out as header plus its head, then the rest; b of another
-// length than the header announced (not a body: never from yamux v0.1.2)
-// goes out after the header on its own.
+// writeBody sends the held header with b, in packets of the pacer's size:
+// the header with the body's head, then the rest. b of another length than
+// the header announced (not a body: never from yamux v0.1.2) goes out
+// after the header on its own.
 func (w *frameWriter) writeBody(b []byte) (int, error) {
 	w.held = false
 	if uint32(len(b)) != binary.BigEndian.Uint32(w.hdr[8:]) {
@@ -60,15 +61,19 @@ func (w *frameWriter) writeBody(b []byte) (int, error) {
 		}
 		return w.ch.Write(b)
 	}
-	head := b[:min(len(b), sshMaxPayload-yamuxHeaderSize)]
+	size := w.pace.packetSize()
+	head := b[:min(len(b), size-yamuxHeaderSize)]
 	bp := coalescePool.Get().(*[]byte)
 	p := append(append((*bp)[:0], w.hdr[:]...), head...)
 	n, err := w.ch.Write(p)
 	coalescePool.Put(bp)
 	n = max(n-yamuxHeaderSize, 0)
-	if err != nil || len(head) == len(b) {
-		return n, err
+	for err == nil && n < len(b) {
+		// Re-read: the size follows the link within a frame too.
+		chunk := b[n:min(len(b), n+w.pace.packetSize())]
+		var m int
+		m, err = w.ch.Write(chunk)
+		n += m
 	}
-	m, err := w.ch.Write(b[len(head):])
-	return n + m, err
+	return n, err
 }

@@ -68,9 +68,10 @@ func TestFrameWriter(t *testing.T) {
 			append(yamuxHeader(0, 0, 7, 2), "de"...),
 		},
 	}, {
-		name:   "body larger than a packet: header with its head, then the rest",
+		name:   "body larger than a packet: header with its head, then the rest in packets",
 		writes: [][]byte{yamuxHeader(0, 0, 1, uint32(len(big))), big},
-		want:   [][]byte{append(yamuxHeader(0, 0, 1, uint32(len(big))), big[:head]...), big[head:]},
+		want: [][]byte{append(yamuxHeader(0, 0, 1, uint32(len(big))), big[:head]...),
+			big[head : head+sshMaxPayload], big[head+sshMaxPayload : head+2*sshMaxPayload], big[head+2*sshMaxPayload:]},
 	}, {
 		name:   "header followed by a non-body write: both go out as they are",
 		writes: [][]byte{yamuxHeader(0, 0, 1, 10), yamuxHeader(typePing, 0, 0, 1)},
@@ -100,6 +101,29 @@ func TestFrameWriter(t *testing.T) {
 				t.Error("bytes on the channel differ from the bytes written")
 			}
 		})
+	}
+}
+
+// TestFrameWriterPaced: on a slow link the pacer's smaller packets cut a
+// bulk frame into pieces, so that another lane's frame waits for one small
+// packet, not for a whole frame.
+func TestFrameWriterPaced(t *testing.T) {
+	p := newPacer(nil, nil)
+	p.packet.Store(minPacket)
+	ch := &recordChannel{keep: true}
+	w := &frameWriter{ch: ch, pace: p}
+	body := bytes.Repeat([]byte{0xcd}, spliceBufSize)
+	w.Write(yamuxHeader(0, 0, 1, uint32(len(body))))
+	if n, err := w.Write(body); n != len(body) || err != nil {
+		t.Fatalf("Write(body) = %d, %v, want %d, nil", n, err, len(body))
+	}
+	for i, b := range ch.writes {
+		if len(b) > minPacket {
+			t.Errorf("channel write %d: got %d bytes, want at most %d", i, len(b), minPacket)
+		}
+	}
+	if got, want := len(bytes.Join(ch.writes, nil)), yamuxHeaderSize+len(body); got != want {
+		t.Errorf("got %d bytes on the channel, want %d", got, want)
 	}
 }
 

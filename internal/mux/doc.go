@@ -58,6 +58,47 @@
 // truncated transfer for a complete one; a clean end restores the default
 // linger before its half-close.
 //
+// # Responsive under load
+//
+// A playnode's API must answer in milliseconds while the same playnode
+// moves bulk data through its tunnel over a slow link. Over SSH every
+// stream of a session shares one TCP connection, and a small stream's frame
+// waits for every byte queued ahead of it. The bytes can queue in four
+// places; each is bounded:
+//
+//   - The kernel's send buffer. Linux autotunes it to megabytes: seconds at
+//     20 Mbit/s. The pacer (sshpace.go) times every write to the socket;
+//     when the socket sets the pace (writes spend more than a tenth of the
+//     time blocked) it sets TCP_NOTSENT_LOWAT to about 2 ms of the measured
+//     rate, and holds large writes back while the socket has more
+//     unacknowledged bytes than twice the path's bandwidth-delay product
+//     plus those 2 ms (TCP_INFO's delivery rate and minimum RTT), so that
+//     the connection's own congestion control does not fill the router's
+//     queue with tunnel data either. Writes below 4 KiB (requests, replies,
+//     window adjusts, stream opens) never wait at that gate.
+//   - The SSH packet being written. x/crypto/ssh writes one packet at a time
+//     under one mutex, and a packet holds it until the kernel took all of
+//     it; so on a slow link frameWriter cuts bulk frames into packets of
+//     about 2 ms of the rate (4 KiB at 20 Mbit/s) instead of 32 KiB. Go's
+//     mutex hands over in FIFO order to a writer that waited over 1 ms, so
+//     a small stream waits for about one such packet.
+//   - yamux's send queue of a lane: first come first served, at most one
+//     frame (up to a 32 KiB splice buffer) per stream. New streams go to
+//     the lane with the fewest streams and, of those, to any lane before
+//     lane 0 (the control stream's) and then to the one that carried the
+//     fewest bytes (pickLane), so that they do not share a lane with a
+//     bulk transfer, nor the control stream with one, while another lane
+//     is free.
+//   - The SSH channel and yamux stream windows bound what a bulk stream
+//     may have in flight, not what waits ahead of others: with the kernel
+//     buffer bounded, bytes beyond it wait in the writing goroutine.
+//
+// On a fast link (loopback, LAN) the pacer keeps the maximum sizes (32 KiB
+// packets, 128 KiB TCP_NOTSENT_LOWAT) and never gates: it costs a clock
+// reading per socket write. Over QUIC streams are independent and
+// quic-go schedules them round robin; what remains there is the
+// congestion controller's queue in the router, which is the link's.
+//
 // References: RFC 4253 (SSH transport), RFC 4254 (connection protocol:
 // channels, global requests), hashicorp/yamux spec.md.
 package mux

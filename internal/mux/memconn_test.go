@@ -98,8 +98,8 @@ func (c *memConn) SetDeadline(t time.Time) error {
 }
 func (c *memConn) SetReadDeadline(t time.Time) error { return c.SetDeadline(t) }
 func (c *memConn) SetWriteDeadline(time.Time) error  { return nil }
-func (c *memConn) LocalAddr() net.Addr                { return memAddr{} }
-func (c *memConn) RemoteAddr() net.Addr               { return memAddr{} }
+func (c *memConn) LocalAddr() net.Addr               { return memAddr{} }
+func (c *memConn) RemoteAddr() net.Addr              { return memAddr{} }
 
 type memAddr struct{}
 

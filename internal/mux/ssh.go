@@ -3,6 +3,7 @@ package mux
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -53,13 +54,18 @@ func handshakeDeadline(ctx context.Context, conn net.Conn, timeout time.Duration
 	}
 }
 
-// setTCPKeepalive turns on kernel keepalives as a second line behind the
-// liveness watchdog (they also keep NAT state fresh when no data flows). TCP_NODELAY
-// is Go's default and stays on.
-func setTCPKeepalive(conn net.Conn, interval time.Duration) {
+// tuneTCP turns on kernel keepalives as a second line behind the liveness
+// watchdog (they also keep NAT state fresh when no data flows) and starts
+// the pacer on the socket (sshpace.go). TCP_NODELAY is Go's default and
+// stays on.
+func tuneTCP(conn net.Conn, interval time.Duration) *pacer {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: interval, Interval: interval, Count: 3})
 	}
+	if ps, ok := conn.(pacedSocket); ok {
+		return newPacer(ps.setNotSentLowat, ps.queueInfo)
+	}
+	return newPacer(notSentLowat(conn), tcpQueue(conn))
 }
 
 // channelConn is the byte stream yamux runs on. Close closes the whole SSH
@@ -72,14 +78,25 @@ type channelConn struct {
 	ssh.Channel
 	conn    ssh.Conn
 	w       frameWriter
+	carried *atomic.Int64 // the lane's byte count, both ways
 	onClose func()
 }
 
-func newChannelConn(ch ssh.Channel, conn ssh.Conn, onClose func()) *channelConn {
-	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch}, onClose: onClose}
+func newChannelConn(ch ssh.Channel, conn ssh.Conn, pace *pacer, carried *atomic.Int64, onClose func()) *channelConn {
+	return &channelConn{Channel: ch, conn: conn, w: frameWriter{ch: ch, pace: pace}, carried: carried, onClose: onClose}
 }
 
-func (c *channelConn) Write(b []byte) (int, error) { return c.w.Write(b) }
+func (c *channelConn) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.carried.Add(int64(n))
+	return n, err
+}
+
+func (c *channelConn) Read(b []byte) (int, error) {
+	n, err := c.Channel.Read(b)
+	c.carried.Add(int64(n))
+	return n, err
+}
 
 func (c *channelConn) Close() error {
 	c.onClose()

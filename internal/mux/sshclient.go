@@ -52,7 +52,7 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 	if cfg.Key == nil || cfg.HostKeyCallback == nil {
 		return nil, errors.New("ssh client config: Key and HostKeyCallback are required")
 	}
-	setTCPKeepalive(conn, opts.Keepalive)
+	pace := tuneTCP(conn, opts.Keepalive)
 	handshakeDone := handshakeDeadline(ctx, conn, cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout))
 	fail := func(step string, err error) (Session, error) {
 		handshakeDone() // stop watching ctx
@@ -70,7 +70,7 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
 		ClientVersion:     sshVersion,
 	}
-	ac := newActivityConn(conn, conn)
+	ac := newActivityConn(&pacedConn{conn, pace}, conn)
 	cc, chans, reqs, err := ssh.NewClientConn(ac, addr, sshCfg)
 	if err != nil {
 		return fail("ssh handshake", err)
@@ -102,7 +102,7 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 		wg.Wait()
 		return fail("ssh handshake", err)
 	}
-	s, err := newSSHSession(cc, ac, ch, false, opts, &wg)
+	s, err := newSSHSession(cc, ac, pace, ch, false, opts, &wg)
 	if err != nil {
 		return nil, fmt.Errorf("dial ssh relay %s: %w", addr, err)
 	}

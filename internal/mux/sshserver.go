@@ -79,7 +79,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 	if peeked {
 		raw, prefix = pc.Conn, pc.prefix
 	}
-	setTCPKeepalive(raw, opts.Keepalive)
+	pace := tuneTCP(raw, opts.Keepalive)
 	handshakeDone := handshakeDeadline(ctx, conn, timeout)
 	fail := func(step string, err error) (Session, Peer, error) {
 		handshakeDone() // stop watching ctx
@@ -107,7 +107,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		ServerVersion:     sshVersion,
 	}
 	sshCfg.AddHostKey(cfg.HostKey)
-	ac := newActivityConn(&prefixConn{raw, prefix}, raw)
+	ac := newActivityConn(&pacedConn{&prefixConn{raw, prefix}, pace}, raw)
 	sc, chans, reqs, err := ssh.NewServerConn(ac, sshCfg)
 	if err != nil {
 		if auth.lastErr != nil {
@@ -137,7 +137,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		wg.Wait()
 		return fail("ssh handshake", err)
 	}
-	s, err := newSSHSession(sc, ac, ch, true, opts, &wg)
+	s, err := newSSHSession(sc, ac, pace, ch, true, opts, &wg)
 	if err != nil {
 		return nil, Peer{}, fmt.Errorf("accept ssh from %s: %w", remote, err)
 	}

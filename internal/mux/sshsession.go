@@ -33,6 +33,7 @@ const maxLanes = 8
 // lane closes the SSH connection, so one dead lane kills the session.
 type sshSession struct {
 	conn   ssh.Conn
+	pace   *pacer // sizes every lane's packets (sshpace.go)
 	server bool
 	cfg    *yamux.Config
 	log    *slog.Logger
@@ -62,6 +63,10 @@ type lane struct {
 	idx    int32
 	ymx    *yamux.Session
 	opened atomic.Int32 // streams this side opened on the lane and has not closed
+	// carried counts the bytes the lane's channel has carried both ways:
+	// among lanes with as few streams, a new stream goes to the one that
+	// carried least, not beside a bulk transfer (doc.go).
+	carried atomic.Int64
 }
 
 type acceptedStream struct {
@@ -73,7 +78,7 @@ type acceptedStream struct {
 // liveness watchdog on ac, the connection under conn. wg already tracks the
 // goroutines serving conn; the session owns it from here and waits for it in
 // Close.
-func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
+func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
 	s := &sshSession{
 		conn:    conn,
 		server:  server,
@@ -81,6 +86,7 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, ch ssh.Channel, server bool,
 		log:     opts.Logger,
 		acceptq: make(chan acceptedStream),
 		wg:      wg,
+		pace:    pace,
 	}
 	s.firstDead.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -109,7 +115,7 @@ func (s *sshSession) addLane(ch ssh.Channel) (*lane, error) {
 	if s.server {
 		open = yamux.Server
 	}
-	ymx, err := open(newChannelConn(ch, s.conn, func() { s.firstDead.CompareAndSwap(-1, l.idx) }), s.cfg)
+	ymx, err := open(newChannelConn(ch, s.conn, s.pace, &l.carried, func() { s.firstDead.CompareAndSwap(-1, l.idx) }), s.cfg)
 	if err != nil {
 		ch.Close()
 		return nil, fmt.Errorf("start yamux: %w", err)
@@ -259,7 +265,9 @@ func (s *sshSession) opened(l *lane, st *yamux.Stream, err error) (Stream, error
 	return ys, nil
 }
 
-// pickLane returns the lane with the fewest streams opened by this side.
+// pickLane returns the lane with the fewest streams opened by this side,
+// of those any lane but lane 0, which carries the control stream, and the
+// one that carried the fewest bytes.
 // On the relay, when that lane already carries one, it opens a new lane
 // (unless maxLanes are open or being opened) and returns it; the stream
 // waits for the channel open, one round trip, once per lane.
@@ -268,7 +276,8 @@ func (s *sshSession) pickLane(ctx context.Context) (*lane, error) {
 	best := s.lanes[0]
 	if s.server {
 		for _, l := range s.lanes[1:] {
-			if l.opened.Load() < best.opened.Load() {
+			n, bn := l.opened.Load(), best.opened.Load()
+			if n < bn || n == bn && (best.idx == 0 || l.carried.Load() < best.carried.Load()) {
 				best = l
 			}
 		}

@@ -3,13 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"paradigm/bench/benchkit"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -22,36 +20,13 @@ type iperfResult struct {
 
 // runIperf runs one iperf3 client test against addr.
 func runIperf(ctx context.Context, addr string, secs, parallel int, reverse bool, omit int) (iperfResult, error) {
-	host, port, _ := net.SplitHostPort(addr)
-	args := []string{"-c", host, "-p", port, "-t", strconv.Itoa(secs), "-J", "-P", strconv.Itoa(parallel)}
-	if reverse {
-		args = append(args, "-R")
-	}
-	if omit > 0 {
-		args = append(args, "-O", strconv.Itoa(omit))
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+omit+30)*time.Second)
-	defer cancel()
-	out, err := command(ctx, "iperf3", args...).Output()
-	var doc struct {
-		End struct {
-			SumReceived struct {
-				Bytes         int64   `json:"bytes"`
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	if jerr := json.Unmarshal(out, &doc); jerr != nil {
-		return iperfResult{}, fmt.Errorf("iperf3 %v: %w (%v)", args, errors.Join(err, jerr), tail(out, 300))
-	}
-	if doc.Error != "" {
-		return iperfResult{}, fmt.Errorf("iperf3 %v: %s", args, doc.Error)
-	}
-	return iperfResult{bps: doc.End.SumReceived.BitsPerSecond, bytes: doc.End.SumReceived.Bytes}, nil
+	r, err := benchkit.RunIperf(ctx, addr, secs, parallel, reverse, omit)
+	return iperfResult{bps: r.BPS, bytes: r.Bytes}, err
 }
 
-const msgSize = 64
+const msgSize = benchkit.MsgSize
+
+var roundTrip = benchkit.RoundTrip
 
 // latency holds percentiles of one timed loop, in microseconds.
 type latency struct{ p50, p99 float64 }
@@ -64,20 +39,6 @@ func percentiles(d []time.Duration) latency {
 		return float64(d[i]) / float64(time.Microsecond)
 	}
 	return latency{at(0.50), at(0.99)}
-}
-
-// roundTrip writes msg and reads the same number of bytes back.
-func roundTrip(c net.Conn, msg, buf []byte) error {
-	if _, err := c.Write(msg); err != nil {
-		return err
-	}
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if !bytes.Equal(msg, buf) {
-		return errors.New("echo returned different bytes")
-	}
-	return nil
 }
 
 func echoOnce(addr string) error {

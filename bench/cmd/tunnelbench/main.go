@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -212,23 +211,4 @@ func run(ctx context.Context, s *settings) error {
 	}
 	res.print(os.Stdout, s, vers, time.Since(start))
 	return nil
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
-
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := command(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := string(out)
-	for len(mod) > 0 && (mod[len(mod)-1] == '\n' || mod[len(mod)-1] == '\r') {
-		mod = mod[:len(mod)-1]
-	}
-	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("run tunnelbench from inside the paradigm module")
-	}
-	return filepath.Dir(mod), nil
 }

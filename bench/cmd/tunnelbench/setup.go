@@ -8,70 +8,31 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"paradigm/bench/benchkit"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 )
 
-const (
-	sshdPath = "/usr/sbin/sshd"
-	aptWait  = 5 * time.Minute
+// The shared pieces live in bench/benchkit.
+var (
+	command   = benchkit.Command
+	waitDial  = benchkit.WaitDial
+	cliOutput = benchkit.CLIOutput
+	tail      = benchkit.Tail
+	logf      = benchkit.Logf
 )
 
-// command is exec.CommandContext with the process killed (not just
-// signalled) when ctx ends and stderr kept for error messages.
-func command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	c := exec.CommandContext(ctx, name, args...)
-	c.WaitDelay = 2 * time.Second
-	return c
-}
+const sshdPath = benchkit.SSHDPath
 
-// ensurePackages installs openssh-server, openssh-client and iperf3 from
-// Debian packages when one of their programs is missing.
-func ensurePackages(ctx context.Context) error {
-	var missing []string
-	if _, err := os.Stat(sshdPath); err != nil {
-		missing = append(missing, "openssh-server")
-	}
-	for prog, pkg := range map[string]string{"ssh": "openssh-client", "ssh-keygen": "openssh-client", "iperf3": "iperf3"} {
-		if _, err := exec.LookPath(prog); err != nil && !strings.Contains(strings.Join(missing, " "), pkg) {
-			missing = append(missing, pkg)
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	logf("installing %s with apt-get", strings.Join(missing, " "))
-	ctx, cancel := context.WithTimeout(ctx, aptWait)
-	defer cancel()
-	for _, args := range [][]string{{"update"}, append([]string{"install", "-y", "--no-install-recommends"}, missing...)} {
-		c := command(ctx, "apt-get", args...)
-		c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		if out, err := c.CombinedOutput(); err != nil {
-			return fmt.Errorf("apt-get %s: %w\n%s", args[0], err, tail(out, 2000))
-		}
-	}
-	return nil
-}
+// ensurePackages installs openssh-server, openssh-client and iperf3 when missing.
+func ensurePackages(ctx context.Context) error { return benchkit.EnsurePackages(ctx) }
 
 // buildBinaries builds paradigm-relay and paradigm-node from this module.
-func buildBinaries(ctx context.Context, s *settings) error {
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	s.relayBin = filepath.Join(s.tmp, "paradigm-relay")
-	s.nodeBin = filepath.Join(s.tmp, "paradigm-node")
-	for bin, pkg := range map[string]string{s.relayBin: "./cmd/relay", s.nodeBin: "./cmd/node"} {
-		c := command(ctx, "go", "build", "-o", bin, pkg)
-		c.Dir = root
-		if out, err := c.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-		}
-	}
-	logf("built paradigm-relay and paradigm-node")
-	return nil
+func buildBinaries(ctx context.Context, s *settings) (err error) {
+	s.relayBin, s.nodeBin, err = benchkit.BuildBinaries(ctx, s.tmp)
+	return err
 }
 
 // versions describes the machine and the tools measured.
@@ -145,22 +106,6 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// waitDial waits until addr accepts a connection, bounded by timeout.
-func waitDial(ctx context.Context, addr string, timeout time.Duration) error {
-	end := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(end) || ctx.Err() != nil {
-			return fmt.Errorf("%s not accepting after %v: %w", addr, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 type iperfServer struct {
 	addr string
 	cmd  *exec.Cmd
@@ -218,11 +163,4 @@ func startEcho() (net.Listener, error) {
 		}
 	}()
 	return ln, nil
-}
-
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -351,16 +350,4 @@ func waitParadigm(ctx context.Context, s *settings, data string, t *tunnel) erro
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// cliOutput runs a paradigm CLI command and returns its trimmed stdout.
-func cliOutput(ctx context.Context, bin string, args ...string) (string, error) {
-	c := command(ctx, bin, args...)
-	var stderr strings.Builder
-	c.Stderr = &stderr
-	out, err := c.Output()
-	if err != nil {
-		return "", fmt.Errorf("%s %s: %w: %s", filepath.Base(bin), strings.Join(args, " "), err, stderr.String())
-	}
-	return strings.TrimSpace(string(out)), nil
 }

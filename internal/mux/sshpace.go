@@ -1,0 +1,153 @@
+package mux
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pacing of the SSH transport (doc.go, "Responsive under load"). Every
+// byte of every lane goes out through one TCP socket, written by
+// x/crypto/ssh under one mutex, one SSH packet at a time. A packet, once
+// started, holds that mutex until the kernel took all of it, and what the
+// kernel took waits its turn on the wire. So the time a small stream's
+// frame waits behind a bulk stream is about (one bulk packet + the
+// kernel's unsent bytes) / link rate. The pacer keeps both to about
+// queueBudget at the rate the socket actually drains: large packets and a
+// deep kernel buffer where the link is fast (loopback, LAN: no cost in
+// throughput), small ones on a 20 Mbit/s uplink.
+const (
+	// queueBudget is how long one packet plus the kernel's unsent bytes
+	// may take to drain.
+	queueBudget = 2 * time.Millisecond
+	// minPacket and maxPacket bound the payload of one SSH packet (a
+	// frameWriter write); maxPacket is what x/crypto/ssh allows.
+	minPacket = 4 << 10
+	maxPacket = sshMaxPayload
+	// minLowat and maxLowat bound TCP_NOTSENT_LOWAT. The socket starts at
+	// maxLowat: a fast link never waits for it, and a slow one makes the
+	// writer wait, which is how the pacer measures the rate.
+	minLowat = 4 << 10
+	maxLowat = 128 << 10
+	// paceWindow is how often the rate is re-estimated.
+	paceWindow = 100 * time.Millisecond
+)
+
+// pacer estimates how fast the transport socket drains while the tunnel
+// keeps it busy, and derives from it the SSH packet size and the socket's
+// TCP_NOTSENT_LOWAT. Writes are timed: when they spent more than a tenth of
+// a window blocked, the socket, not the tunnel, set the pace, and
+// bytes / time blocked is the link's rate. Otherwise the link had room and
+// the sizes go back to their maximum.
+type pacer struct {
+	packet atomic.Int32 // payload bytes per SSH packet, read by every lane
+
+	mu      sync.Mutex // guards the window below; held only by the socket's writer
+	start   time.Time
+	bytes   int
+	blocked time.Duration
+	lowat   int
+	setLow  func(int) // sets TCP_NOTSENT_LOWAT; nil when the conn is not TCP
+	queue   func() (queued int, rate float64, minRTT time.Duration, ok bool)
+}
+
+func newPacer(setLow func(int), queue func() (int, float64, time.Duration, bool)) *pacer {
+	p := &pacer{start: time.Now(), lowat: maxLowat, setLow: setLow, queue: queue}
+	p.packet.Store(maxPacket)
+	if setLow != nil {
+		setLow(maxLowat)
+	}
+	return p
+}
+
+// packetSize is the payload the next SSH packet of any lane should carry.
+func (p *pacer) packetSize() int {
+	if p == nil {
+		return maxPacket
+	}
+	return int(p.packet.Load())
+}
+
+// wrote records one write of n bytes to the socket that took d.
+func (p *pacer) wrote(n int, d time.Duration, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bytes += n
+	p.blocked += d
+	window := now.Sub(p.start)
+	if window < paceWindow {
+		return
+	}
+	packet, lowat := maxPacket, maxLowat
+	if p.blocked > window/10 && p.blocked > 0 {
+		rate := float64(p.bytes) / p.blocked.Seconds() // bytes per second
+		budget := int(rate * queueBudget.Seconds())
+		packet = min(max(budget, minPacket), maxPacket)
+		lowat = min(max(budget, minLowat), maxLowat)
+	}
+	p.packet.Store(int32(packet))
+	if lowat != p.lowat && p.setLow != nil {
+		p.setLow(lowat)
+	}
+	p.lowat = lowat
+	p.start, p.bytes, p.blocked = now, 0, 0
+}
+
+// pacedSocket is a transport connection that is not a *net.TCPConn but
+// offers what the pacer asks of a TCP socket: the tests' slow link.
+type pacedSocket interface {
+	setNotSentLowat(n int)
+	queueInfo() (queued int, rate float64, minRTT time.Duration, ok bool)
+}
+
+// pacedConn is the transport connection with its writes timed for the
+// pacer. x/crypto/ssh writes from one goroutine at a time (its transport
+// mutex), so the timing is per write.
+type pacedConn struct {
+	net.Conn
+	p *pacer
+}
+
+func (c *pacedConn) Write(b []byte) (int, error) {
+	t0 := time.Now()
+	if len(b) >= minPacket {
+		c.p.gate()
+	}
+	n, err := c.Conn.Write(b)
+	now := time.Now()
+	c.p.wrote(n, now.Sub(t0), now)
+	return n, err
+}
+
+// Bounds of the wait in gate.
+const (
+	gateFloor    = 12 << 10 // bytes in flight always allowed: 8 full segments
+	gateMinSleep = 100 * time.Microsecond
+	gateMaxSleep = 5 * time.Millisecond
+)
+
+// gate holds a large write back, on a slow link only, while the socket
+// already has more unacknowledged bytes than twice the path's
+// bandwidth-delay product plus queueBudget at its delivery rate. The
+// socket's congestion control would otherwise keep far more in flight
+// than the link needs, all of it in the router's queue, and a small
+// stream's frame, written after it, would wait it out. Small writes (a
+// request, a window adjust) never wait here.
+func (p *pacer) gate() {
+	if p.queue == nil || p.packet.Load() >= maxPacket {
+		return
+	}
+	for range 100 { // at most about 0.5 s, then write anyway
+		queued, rate, minRTT, ok := p.queue()
+		if !ok || rate <= 0 {
+			return
+		}
+		limit := max(gateFloor, int(rate*(2*minRTT.Seconds()+queueBudget.Seconds())))
+		if queued <= limit {
+			return
+		}
+		wait := time.Duration(float64(queued-limit) / rate * float64(time.Second))
+		time.Sleep(min(max(wait, gateMinSleep), gateMaxSleep))
+	}
+}

@@ -1,0 +1,52 @@
+package mux
+
+import (
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// notSentLowat returns a function that sets the TCP_NOTSENT_LOWAT of conn
+// (the bytes the kernel may hold unsent before the socket stops taking
+// more), or nil when conn is not a TCP connection.
+func notSentLowat(conn net.Conn) func(int) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func(n int) {
+		rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, n)
+		})
+	}
+}
+
+// tcpQueue returns, for a TCP socket, the bytes written but not yet
+// acknowledged (in flight plus unsent), the kernel's delivery rate
+// estimate in bytes per second and the minimum round-trip time.
+func tcpQueue(conn net.Conn) func() (queued int, rate float64, minRTT time.Duration, ok bool) {
+	tc, isTCP := conn.(*net.TCPConn)
+	if !isTCP {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func() (int, float64, time.Duration, bool) {
+		var info *unix.TCPInfo
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		}); err != nil || serr != nil {
+			return 0, 0, 0, false
+		}
+		queued := int(info.Unacked)*int(info.Snd_mss) + int(info.Notsent_bytes)
+		return queued, float64(info.Delivery_rate), time.Duration(info.Min_rtt) * time.Microsecond, true
+	}
+}
