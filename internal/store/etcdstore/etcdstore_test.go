@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,4 +149,78 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-var _ = errors.Is
+// TestEtcdKilled: etcd is killed (SIGKILL) and restarted on the same data
+// folder. While it is down an Update fails, within its context, with an
+// error naming etcd; after it is back no committed assignment is lost,
+// Updates work again and a Watch started before the kill goes on.
+func TestEtcdKilled(t *testing.T) {
+	e := startEtcd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := open(t, e, "killed")
+	const before = 20
+	for i := range before {
+		if _, err := s.Update(ctx, func(t *store.Table) error {
+			return t.Set(store.Assignment{Playnode: "pi", Service: fmt.Sprint("svc", i), Portalias: uint16(5000 + i)})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tables := make(chan *store.Table, 100)
+	done := make(chan error)
+	go func() {
+		done <- s.Watch(ctx, func(tab *store.Table, err error) {
+			if err == nil { // errors while etcd is down are expected
+				tables <- tab
+			}
+		})
+	}()
+
+	e.kill()
+	down, stop := context.WithTimeout(ctx, 2*time.Second)
+	_, err := s.Update(down, func(t *store.Table) error {
+		return t.Set(store.Assignment{Playnode: "late", Service: "ssh", Portalias: 6000})
+	})
+	stop()
+	if err == nil {
+		t.Fatal("Update while etcd is down: no error")
+	}
+	t.Logf("Update while etcd is down: %v", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), e.client) {
+		t.Errorf("Update while etcd is down: got %q, want a deadline error naming etcd %s", err, e.client)
+	}
+
+	e.restart()
+	tab, err := open(t, e, "killed").Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab.Len() != before {
+		t.Errorf("after the restart: %d assignments, want the %d committed", tab.Len(), before)
+	}
+	for i := range before {
+		if p, ok := tab.Lookup("pi", fmt.Sprint("svc", i)); !ok || p != uint16(5000+i) {
+			t.Errorf("after the restart pi svc%d = %d, %v; want %d", i, p, ok, 5000+i)
+		}
+	}
+	if _, ok := tab.Lookup("late", "ssh"); ok {
+		t.Error("the Update that failed while etcd was down was committed")
+	}
+	if _, err := s.Update(ctx, func(t *store.Table) error {
+		return t.Set(store.Assignment{Playnode: "late", Service: "ssh", Portalias: 6000})
+	}); err != nil {
+		t.Fatalf("Update after the restart: %v", err)
+	}
+	select {
+	case tab := <-tables:
+		if p, ok := tab.Lookup("late", "ssh"); !ok || p != 6000 || tab.Len() != before+1 {
+			t.Errorf("Watch after the restart: late ssh = %d, %v with %d assignments; want 6000 with %d", p, ok, tab.Len(), before+1)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a Watch started before the kill did not report a commit after the restart")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Watch at cancel: got %v, want nil", err)
+	}
+}
