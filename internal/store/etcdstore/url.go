@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"paradigm/internal/store"
 )
 
 // OpenURL opens the store that an operator names with --store:
@@ -16,7 +18,16 @@ import (
 // (the CA that signed etcd's server certificate; the system's roots if
 // empty) and cert and key (this relay's client certificate, for etcd's
 // --client-cert-auth; both or neither). Any of the three turns TLS on.
-func OpenURL(storeURL, ca, cert, key string) (*Store, error) {
+// An empty storeURL returns a nil store.Store and no error: the relay then
+// keeps its flat file. It returns the interface so that nil stays nil in
+// relay.Config.Store.
+func OpenURL(storeURL, ca, cert, key string) (store.Store, error) {
+	if storeURL == "" {
+		if ca != "" || cert != "" || key != "" {
+			return nil, errors.New("--store-ca, --store-cert and --store-key need --store etcd://...")
+		}
+		return nil, nil
+	}
 	endpoints, prefix, err := parseURL(storeURL)
 	if err != nil {
 		return nil, err
@@ -25,7 +36,11 @@ func OpenURL(storeURL, ca, cert, key string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Open(endpoints, prefix, tlsConfig)
+	s, err := Open(endpoints, prefix, tlsConfig)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // parseURL splits etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
