@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"paradigm/internal/store"
+	"paradigm/internal/store/etcdstore/etcdtest"
 	"paradigm/internal/store/storetest"
 )
 
 // open opens a Store on e under prefix, closed at cleanup.
-func open(t *testing.T, e *etcdServer, prefix string) *Store {
+func open(t *testing.T, e *etcdtest.Server, prefix string) *Store {
 	t.Helper()
-	s, err := Open([]string{e.client}, prefix, nil)
+	s, err := Open([]string{e.Client}, prefix, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +27,7 @@ func open(t *testing.T, e *etcdServer, prefix string) *Store {
 // TestConformance runs the Store suite over etcd: one real etcd, a fresh
 // prefix per subtest, each Store value its own client (its own relay).
 func TestConformance(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	n := 0
 	storetest.Run(t, func(t *testing.T) storetest.Open {
 		n++
@@ -38,7 +39,7 @@ func TestConformance(t *testing.T) {
 // TestWatchEveryVersion: etcd's Watch reports each committed version, not
 // only the latest, and a Store's own commits too.
 func TestWatchEveryVersion(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := open(t, e, "every")
@@ -87,7 +88,7 @@ func TestWatchEveryVersion(t *testing.T) {
 // TestBadValue: a hand edit with etcdctl that is not "PLAYNODE SERVICE"
 // is an error naming the key, never a panic or a silent drop.
 func TestBadValue(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	ctx := context.Background()
 	s := open(t, e, "bad")
 	if _, err := s.cli.Put(ctx, s.ports+"2201", "just-one-field"); err != nil {
@@ -110,7 +111,7 @@ func TestBadValue(t *testing.T) {
 // version key's back (an etcdctl put) is not taken over by an Update that
 // did not see it: the transaction creates a port's key only if absent.
 func TestPortKeyCreatedOnlyIfAbsent(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	ctx := context.Background()
 	s := open(t, e, "absent")
 	calls := 0
@@ -154,7 +155,7 @@ func TestOpenErrors(t *testing.T) {
 // error naming etcd; after it is back no committed assignment is lost,
 // Updates work again and a Watch started before the kill goes on.
 func TestEtcdKilled(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := open(t, e, "killed")
@@ -176,7 +177,7 @@ func TestEtcdKilled(t *testing.T) {
 		})
 	}()
 
-	e.kill()
+	e.Kill()
 	down, stop := context.WithTimeout(ctx, 2*time.Second)
 	_, err := s.Update(down, func(t *store.Table) error {
 		return t.Set(store.Assignment{Playnode: "late", Service: "ssh", Portalias: 6000})
@@ -186,11 +187,11 @@ func TestEtcdKilled(t *testing.T) {
 		t.Fatal("Update while etcd is down: no error")
 	}
 	t.Logf("Update while etcd is down: %v", err)
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), e.client) {
-		t.Errorf("Update while etcd is down: got %q, want a deadline error naming etcd %s", err, e.client)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), e.Client) {
+		t.Errorf("Update while etcd is down: got %q, want a deadline error naming etcd %s", err, e.Client)
 	}
 
-	e.restart()
+	e.Restart()
 	tab, err := open(t, e, "killed").Load(ctx)
 	if err != nil {
 		t.Fatal(err)

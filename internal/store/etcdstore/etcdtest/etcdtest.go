@@ -1,4 +1,6 @@
-package etcdstore
+// Package etcdtest starts a real etcd server for tests: Debian's
+// etcd-server package, on 127.0.0.1, one member, a temporary data folder.
+package etcdtest
 
 import (
 	"bytes"
@@ -15,20 +17,22 @@ import (
 	"time"
 )
 
-// etcdBinary is where Debian's etcd-server package installs the server;
+// Binary is where Debian's etcd-server package installs the server;
 // .ci/run installs it.
-const etcdBinary = "/usr/bin/etcd"
+const Binary = "/usr/bin/etcd"
 
 // startWait bounds how long etcd may take to become healthy.
 const startWait = 30 * time.Second
 
-// etcdServer is a real etcd on 127.0.0.1 with a temporary data folder,
-// one member, stopped at cleanup.
-type etcdServer struct {
+// Server is a real etcd on 127.0.0.1 with a temporary data folder, one
+// member, stopped at cleanup.
+type Server struct {
+	// Client is the address clients dial, HOST:PORT.
+	Client string
+
 	t          *testing.T
 	dir        string
 	data       string
-	client     string // host:port
 	peer       string
 	cmd        *exec.Cmd
 	exited     chan struct{}
@@ -36,24 +40,24 @@ type etcdServer struct {
 	stoppedLog []byte
 }
 
-// startEtcd starts etcd, or skips the test when the binary is missing
+// Start starts etcd, or skips the test when the binary is missing
 // outside CI; under CI (CI=true) a missing etcd fails the test.
-func startEtcd(t *testing.T) *etcdServer {
+func Start(t *testing.T) *Server {
 	t.Helper()
-	if _, err := os.Stat(etcdBinary); err != nil {
+	if _, err := os.Stat(Binary); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("etcd server missing (%v): .ci/run installs Debian's etcd-server", err)
 		}
 		t.Skipf("etcd server missing (%v): apt-get install etcd-server to run the etcd store tests", err)
 	}
-	e := &etcdServer{t: t, dir: t.TempDir()}
-	t.Cleanup(e.stop)
+	e := &Server{t: t, dir: t.TempDir()}
+	t.Cleanup(e.Kill)
 	// The ports are picked free and handed to etcd, which binds them a
 	// moment later; if another process took one meanwhile, etcd exits and
 	// we try other ports.
 	var err error
 	for i := range 3 {
-		e.client, e.peer = freePort(t), freePort(t)
+		e.Client, e.peer = freePort(t), freePort(t)
 		e.data = filepath.Join(e.dir, fmt.Sprint("data", i))
 		if err = e.run(); err == nil {
 			return e
@@ -74,13 +78,13 @@ func freePort(t *testing.T) string {
 
 // run starts etcd on e's ports and data folder and waits until it is
 // healthy or has exited.
-func (e *etcdServer) run() error {
+func (e *Server) run() error {
 	e.log.Reset()
-	e.cmd = exec.Command(etcdBinary,
+	e.cmd = exec.Command(Binary,
 		"--name", "test",
 		"--data-dir", e.data,
-		"--listen-client-urls", "http://"+e.client,
-		"--advertise-client-urls", "http://"+e.client,
+		"--listen-client-urls", "http://"+e.Client,
+		"--advertise-client-urls", "http://"+e.Client,
 		"--listen-peer-urls", "http://"+e.peer,
 		"--initial-advertise-peer-urls", "http://"+e.peer,
 		"--initial-cluster", "test=http://"+e.peer,
@@ -104,14 +108,14 @@ func (e *etcdServer) run() error {
 		case <-time.After(50 * time.Millisecond): // polling a condition, under a deadline
 		}
 	}
-	e.kill()
+	e.Kill()
 	return errors.New("etcd not healthy within " + startWait.String())
 }
 
-func (e *etcdServer) healthy() bool {
+func (e *Server) healthy() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.client+"/health", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.Client+"/health", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return false
@@ -120,8 +124,8 @@ func (e *etcdServer) healthy() bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// kill sends SIGKILL and waits for etcd to be gone.
-func (e *etcdServer) kill() {
+// Kill sends SIGKILL and waits for etcd to be gone.
+func (e *Server) Kill() {
 	if e.cmd == nil || e.cmd.Process == nil {
 		return
 	}
@@ -134,12 +138,10 @@ func (e *etcdServer) kill() {
 	<-e.exited
 }
 
-// restart starts etcd again on the same ports and data folder.
-func (e *etcdServer) restart() {
+// Restart starts etcd again on the same ports and data folder.
+func (e *Server) Restart() {
 	e.t.Helper()
 	if err := e.run(); err != nil {
 		e.t.Fatalf("restart etcd: %v\n%s", err, e.stoppedLog)
 	}
 }
-
-func (e *etcdServer) stop() { e.kill() }
