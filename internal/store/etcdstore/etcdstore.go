@@ -187,7 +187,7 @@ func (s *Store) Load(ctx context.Context) (*store.Table, error) {
 	defer cancel()
 	snap, err := s.read(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("load portaliases from etcd %s: %w", s.endpoints, err)
+		return nil, s.callErr("load portaliases from", err)
 	}
 	s.setSeen(snap.rev)
 	return s.table(snap.owners)
@@ -213,7 +213,7 @@ func (s *Store) Update(ctx context.Context, fn func(*store.Table) error) (*store
 		// A short random pause so writers that collided do not collide again.
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("update portaliases in etcd %s: %w", s.endpoints, ctx.Err())
+			return nil, s.callErr("update portaliases in", ctx.Err())
 		case <-time.After(rand.N(time.Duration(attempt) * time.Millisecond)):
 		}
 	}
@@ -223,7 +223,7 @@ func (s *Store) Update(ctx context.Context, fn func(*store.Table) error) (*store
 func (s *Store) try(ctx context.Context, fn func(*store.Table) error) (*store.Table, error) {
 	snap, err := s.read(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("update portaliases in etcd %s: %w", s.endpoints, err)
+		return nil, s.callErr("update portaliases in", err)
 	}
 	t, err := s.table(snap.owners)
 	if err != nil {
@@ -263,11 +263,21 @@ func (s *Store) try(ctx context.Context, fn func(*store.Table) error) (*store.Ta
 			s.endpoints, len(ops)-1, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("update portaliases in etcd %s: %w", s.endpoints, err)
+		return nil, s.callErr("update portaliases in", err)
 	}
 	if !resp.Succeeded {
 		return nil, errConflict
 	}
 	s.setSeen(resp.Header.Revision)
 	return t, nil
+}
+
+// callErr wraps the error of an etcd call made to do op. A deadline
+// mostly means etcd never answered: the client waits for a connection and
+// keeps why it has none (down, TLS refused) to itself.
+func (s *Store) callErr(op string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s etcd %s: no answer in time (is etcd up, and does it accept this relay's TLS settings?): %w", op, s.endpoints, err)
+	}
+	return fmt.Errorf("%s etcd %s: %w", op, s.endpoints, err)
 }

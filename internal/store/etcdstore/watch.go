@@ -54,7 +54,7 @@ func (s *Store) baseline(ctx context.Context, since int64, fn func(*store.Table,
 		if s.done(ctx) {
 			return nil, 0, false
 		}
-		fn(nil, fmt.Errorf("watch portaliases in etcd %s: %w", s.endpoints, err))
+		fn(nil, s.callErr("watch portaliases in", err))
 		if !s.pause(ctx) {
 			return nil, 0, false
 		}

@@ -5,6 +5,7 @@ package etcdtest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,7 @@ type Server struct {
 	Client string
 
 	t          *testing.T
+	tls        *TLS // nil: plain TCP
 	dir        string
 	data       string
 	peer       string
@@ -44,13 +46,33 @@ type Server struct {
 // outside CI; under CI (CI=true) a missing etcd fails the test.
 func Start(t *testing.T) *Server {
 	t.Helper()
+	return start(t, nil)
+}
+
+// TLS is etcd's side of TLS with client certificate authentication.
+type TLS struct {
+	CertFile, KeyFile string // etcd's server certificate, for 127.0.0.1
+	ClientCAFile      string // the CA that signs the clients' certificates
+	// Client is a client's configuration, for Start's health check.
+	Client *tls.Config
+}
+
+// StartTLS is Start with etcd serving clients over TLS and requiring a
+// client certificate signed by tlsFiles.ClientCAFile.
+func StartTLS(t *testing.T, tlsFiles TLS) *Server {
+	t.Helper()
+	return start(t, &tlsFiles)
+}
+
+func start(t *testing.T, tlsFiles *TLS) *Server {
+	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("etcd server missing (%v): .ci/run installs Debian's etcd-server", err)
 		}
 		t.Skipf("etcd server missing (%v): apt-get install etcd-server to run the etcd store tests", err)
 	}
-	e := &Server{t: t, dir: t.TempDir()}
+	e := &Server{t: t, tls: tlsFiles, dir: t.TempDir()}
 	t.Cleanup(e.Kill)
 	// The ports are picked free and handed to etcd, which binds them a
 	// moment later; if another process took one meanwhile, etcd exits and
@@ -80,16 +102,21 @@ func freePort(t *testing.T) string {
 // healthy or has exited.
 func (e *Server) run() error {
 	e.log.Reset()
-	e.cmd = exec.Command(Binary,
+	args := []string{
 		"--name", "test",
 		"--data-dir", e.data,
-		"--listen-client-urls", "http://"+e.Client,
-		"--advertise-client-urls", "http://"+e.Client,
-		"--listen-peer-urls", "http://"+e.peer,
-		"--initial-advertise-peer-urls", "http://"+e.peer,
-		"--initial-cluster", "test=http://"+e.peer,
+		"--listen-client-urls", e.scheme() + e.Client,
+		"--advertise-client-urls", e.scheme() + e.Client,
+		"--listen-peer-urls", "http://" + e.peer,
+		"--initial-advertise-peer-urls", "http://" + e.peer,
+		"--initial-cluster", "test=http://" + e.peer,
 		"--initial-cluster-state", "new",
-	)
+	}
+	if e.tls != nil {
+		args = append(args, "--cert-file", e.tls.CertFile, "--key-file", e.tls.KeyFile,
+			"--client-cert-auth", "--trusted-ca-file", e.tls.ClientCAFile)
+	}
+	e.cmd = exec.Command(Binary, args...)
 	e.cmd.Stdout, e.cmd.Stderr = &e.log, &e.log
 	if err := e.cmd.Start(); err != nil {
 		return err
@@ -112,11 +139,23 @@ func (e *Server) run() error {
 	return errors.New("etcd not healthy within " + startWait.String())
 }
 
+func (e *Server) scheme() string {
+	if e.tls != nil {
+		return "https://"
+	}
+	return "http://"
+}
+
 func (e *Server) healthy() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.Client+"/health", nil)
-	resp, err := http.DefaultClient.Do(req)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.scheme()+e.Client+"/health", nil)
+	client := http.DefaultClient
+	if e.tls != nil {
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: e.tls.Client}}
+		defer client.CloseIdleConnections()
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return false
 	}
