@@ -24,7 +24,7 @@ import (
 func OpenURL(storeURL, ca, cert, key string) (store.Store, error) {
 	if storeURL == "" {
 		if ca != "" || cert != "" || key != "" {
-			return nil, errors.New("--store-ca, --store-cert and --store-key need --store etcd://...")
+			return nil, errors.New("--store-ca, --store-cert and --store-key need --store etcd://HOST:PORT/PREFIX")
 		}
 		return nil, nil
 	}

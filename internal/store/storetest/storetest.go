@@ -218,7 +218,7 @@ func watch(t *testing.T, s store.Store) (<-chan *store.Table, func() error) {
 		case err := <-done:
 			return err
 		case <-time.After(watchWait):
-			return errors.New("Watch did not return after its context was canceled")
+			return errors.New("watch did not return after its context was canceled")
 		}
 	}
 	t.Cleanup(func() { stop() })
