@@ -225,3 +225,67 @@ func TestEtcdKilled(t *testing.T) {
 		t.Errorf("Watch at cancel: got %v, want nil", err)
 	}
 }
+
+// TestWatchAfterCompaction: the revisions between a Load and Watch were
+// compacted away; Watch reports the current table once instead, then
+// every later version, removals included.
+func TestWatchAfterCompaction(t *testing.T) {
+	e := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, w := open(t, e, "compact"), open(t, e, "compact")
+	if _, err := s.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := w.Update(ctx, func(t *store.Table) error {
+			return t.Set(store.Assignment{Playnode: "pi", Service: fmt.Sprint("svc", i), Portalias: uint16(7000 + i)})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := w.cli.Get(ctx, "any")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.cli.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	lens := make(chan int, 100)
+	done := make(chan error)
+	go func() {
+		done <- s.Watch(ctx, func(tab *store.Table, err error) {
+			if err != nil {
+				t.Errorf("Watch reported %v", err)
+				return
+			}
+			lens <- tab.Len()
+		})
+	}()
+	next := func(want int) {
+		t.Helper()
+		select {
+		case got := <-lens:
+			if got != want {
+				t.Fatalf("Watch reported a version with %d assignments, want %d", got, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("Watch reported no version with %d assignments", want)
+		}
+	}
+	next(3) // the current table, instead of the compacted versions
+	if _, err := w.Update(ctx, func(t *store.Table) error {
+		t.RemovePlaynode("pi")
+		return t.Set(store.Assignment{Playnode: "hall", Service: "ssh", Portalias: 7000})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	next(1) // one version for one commit of three changes
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Watch at cancel: got %v, want nil", err)
+	}
+	if len(lens) != 0 {
+		t.Errorf("%d more versions reported than committed", len(lens))
+	}
+}
