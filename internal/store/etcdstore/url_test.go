@@ -57,6 +57,12 @@ func TestLoadTLSErrors(t *testing.T) {
 			t.Errorf("loadTLS(%q, %q, %q): got %v, want an error saying %q", tc.ca, tc.cert, tc.key, err, tc.err)
 		}
 	}
+	if _, err := OpenURL("", "ca.pem", "", ""); err == nil || !strings.Contains(err.Error(), "need --store") {
+		t.Errorf("OpenURL with TLS files but no store: got %v, want an error saying they need --store", err)
+	}
+	if s, err := OpenURL("", "", "", ""); s != nil || err != nil {
+		t.Errorf("OpenURL without a store: got %v, %v; want nil, nil (the flat file)", s, err)
+	}
 	if c, err := loadTLS("", "", ""); c != nil || err != nil {
 		t.Errorf("loadTLS with no file: got %v, %v; want plain TCP (nil, nil)", c, err)
 	}
