@@ -31,7 +31,7 @@ type Server struct {
 	// Client is the address clients dial, HOST:PORT.
 	Client string
 
-	t          *testing.T
+	t          testing.TB
 	tls        *TLS // nil: plain TCP
 	dir        string
 	data       string
@@ -44,7 +44,7 @@ type Server struct {
 
 // Start starts etcd, or skips the test when the binary is missing
 // outside CI; under CI (CI=true) a missing etcd fails the test.
-func Start(t *testing.T) *Server {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	return start(t, nil)
 }
@@ -59,12 +59,12 @@ type TLS struct {
 
 // StartTLS is Start with etcd serving clients over TLS and requiring a
 // client certificate signed by tlsFiles.ClientCAFile.
-func StartTLS(t *testing.T, tlsFiles TLS) *Server {
+func StartTLS(t testing.TB, tlsFiles TLS) *Server {
 	t.Helper()
 	return start(t, &tlsFiles)
 }
 
-func start(t *testing.T, tlsFiles *TLS) *Server {
+func start(t testing.TB, tlsFiles *TLS) *Server {
 	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -89,7 +89,7 @@ func start(t *testing.T, tlsFiles *TLS) *Server {
 	return nil
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
