@@ -57,7 +57,8 @@ type Store struct {
 	root      string // PREFIX/portaliases/, what Watch watches
 
 	mu   sync.Mutex
-	seen int64 // the etcd revision the last Load or Update read or wrote
+	seen int64     // the etcd revision the last Load or Update read or wrote
+	last *snapshot // the newest table read or committed; never modified
 }
 
 var _ store.Store = (*Store)(nil)
@@ -175,10 +176,20 @@ func (s *Store) table(owners map[uint16]string) (*store.Table, error) {
 	return t, nil
 }
 
-func (s *Store) setSeen(rev int64) {
+// remember keeps snap for the next Update, if it is the newest seen.
+func (s *Store) remember(snap *snapshot) {
 	s.mu.Lock()
-	s.seen = max(s.seen, rev)
+	if s.last == nil || snap.rev > s.last.rev {
+		s.last = snap
+	}
+	s.seen = max(s.seen, snap.rev)
 	s.mu.Unlock()
+}
+
+func (s *Store) cached() *snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }
 
 // Load reads the current assignments.
@@ -189,7 +200,7 @@ func (s *Store) Load(ctx context.Context) (*store.Table, error) {
 	if err != nil {
 		return nil, s.callErr("load portaliases from", err)
 	}
-	s.setSeen(snap.rev)
+	s.remember(snap)
 	return s.table(snap.owners)
 }
 
@@ -198,12 +209,15 @@ var errConflict = errors.New("another writer committed first")
 
 // Update runs fn on the current assignments and commits what it changed
 // in one transaction, re-running fn when another writer committed first
-// (up to maxAttempts times). If fn fails, nothing is written.
+// (up to maxAttempts times). If fn fails, nothing is written. The first
+// attempt starts from the table this Store last read or committed, without
+// reading the whole range again: the transaction's compare on the version
+// key fails if that table is out of date, and the next attempt reads.
 func (s *Store) Update(ctx context.Context, fn func(*store.Table) error) (*store.Table, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
 	for attempt := 1; ; attempt++ {
-		t, err := s.try(ctx, fn)
+		t, err := s.try(ctx, fn, attempt > 1)
 		if !errors.Is(err, errConflict) {
 			return t, err
 		}
@@ -219,11 +233,17 @@ func (s *Store) Update(ctx context.Context, fn func(*store.Table) error) (*store
 	}
 }
 
-// try is one read-modify-write; errConflict when it lost a race.
-func (s *Store) try(ctx context.Context, fn func(*store.Table) error) (*store.Table, error) {
-	snap, err := s.read(ctx)
-	if err != nil {
-		return nil, s.callErr("update portaliases in", err)
+// try is one read-modify-write, from the remembered table unless fresh;
+// errConflict when it lost a race.
+func (s *Store) try(ctx context.Context, fn func(*store.Table) error, fresh bool) (*store.Table, error) {
+	snap := s.cached()
+	if fresh || snap == nil {
+		var err error
+		if snap, err = s.read(ctx); err != nil {
+			return nil, s.callErr("update portaliases in", err)
+		}
+		s.remember(snap)
+		fresh = true
 	}
 	t, err := s.table(snap.owners)
 	if err != nil {
@@ -253,7 +273,11 @@ func (s *Store) try(ctx context.Context, fn func(*store.Table) error) (*store.Ta
 		}
 	}
 	if len(ops) == 0 {
-		s.setSeen(snap.rev)
+		if !fresh {
+			// Nothing to commit, so nothing checks the remembered
+			// table: read, so the table returned is the current one.
+			return s.try(ctx, fn, true)
+		}
 		return t, nil
 	}
 	ops = append(ops, clientv3.OpPut(s.version, ""))
@@ -268,7 +292,8 @@ func (s *Store) try(ctx context.Context, fn func(*store.Table) error) (*store.Ta
 	if !resp.Succeeded {
 		return nil, errConflict
 	}
-	s.setSeen(resp.Header.Revision)
+	rev := resp.Header.Revision
+	s.remember(&snapshot{rev: rev, versionMod: rev, owners: after})
 	return t, nil
 }
 

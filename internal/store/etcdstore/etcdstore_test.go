@@ -289,3 +289,33 @@ func TestWatchAfterCompaction(t *testing.T) {
 		t.Errorf("%d more versions reported than committed", len(lens))
 	}
 }
+
+// TestUpdateFromRememberedTable: an Update starts from the table its Store
+// last saw; when another relay committed since, it still builds on the
+// current table, and one that changes nothing returns the current table.
+func TestUpdateFromRememberedTable(t *testing.T) {
+	e := etcdtest.Start(t)
+	ctx := context.Background()
+	a, b := open(t, e, "remembered"), open(t, e, "remembered")
+	set := func(s *Store, as store.Assignment) *store.Table {
+		t.Helper()
+		tab, err := s.Update(ctx, func(t *store.Table) error { return t.Set(as) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tab
+	}
+	set(a, store.Assignment{Playnode: "pi", Service: "ssh", Portalias: 2201})
+	set(b, store.Assignment{Playnode: "hall", Service: "ssh", Portalias: 2202})
+	if tab := set(a, store.Assignment{Playnode: "pi", Service: "http", Portalias: 2203}); tab.Len() != 3 {
+		t.Errorf("Update after another relay's: got %v, want 3 assignments", tab.All())
+	}
+	set(b, store.Assignment{Playnode: "door", Service: "ssh", Portalias: 2204})
+	tab, err := a.Update(ctx, func(*store.Table) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tab.Lookup("door", "ssh"); !ok || tab.Len() != 4 {
+		t.Errorf("Update changing nothing returned %v, want the 4 assignments committed", tab.All())
+	}
+}
