@@ -17,6 +17,7 @@ import (
 	"paradigm/internal/demo"
 	"paradigm/internal/relay"
 	"paradigm/internal/store"
+	"paradigm/internal/store/etcdstore"
 )
 
 // globalFlags work before the command and after it.
@@ -119,6 +120,10 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-streams-per-portalias", Value: relay.DefaultMaxStreamsPerPortalias, Usage: "connections forwarded through one portalias at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_PORTALIAS"}},
 			&cli.IntFlag{Name: "max-portaliases-per-node", Value: relay.DefaultMaxPortaliasesPerNode, Usage: "portaliases one playnode may hold, and new ones it may get per hour", EnvVars: []string{"PARADIGM_RELAY_MAX_PORTALIASES_PER_NODE"}},
 			&cli.DurationFlag{Name: "reload-interval", Value: relay.DefaultReloadInterval, Usage: "how often edits to authorized_nodes and portaliases are picked up", EnvVars: []string{"PARADIGM_RELAY_RELOAD_INTERVAL"}},
+			&cli.StringFlag{Name: "store", Usage: "keep portaliases in etcd, shared by several relays: etcd://HOST:PORT[,HOST:PORT...]/PREFIX; the flat file in --data when empty", EnvVars: []string{"PARADIGM_RELAY_STORE"}},
+			&cli.StringFlag{Name: "store-ca", Usage: "PEM file of the CA that signed etcd's certificate (turns TLS on)", EnvVars: []string{"PARADIGM_RELAY_STORE_CA"}},
+			&cli.StringFlag{Name: "store-cert", Usage: "PEM client certificate for etcd's TLS client authentication (with --store-key)", EnvVars: []string{"PARADIGM_RELAY_STORE_CERT"}},
+			&cli.StringFlag{Name: "store-key", Usage: "PEM private key of --store-cert", EnvVars: []string{"PARADIGM_RELAY_STORE_KEY"}},
 			&cli.IntFlag{Name: "procs", Value: 0, DefaultText: "0: all CPUs", Usage: "CPUs running the relay's Go code at once (GOMAXPROCS), 0 for all", EnvVars: []string{"PARADIGM_RELAY_PROCS"}},
 		},
 		Action: func(c *cli.Context) error {
@@ -136,6 +141,10 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("--ports: %w", err)
 			}
+			st, err := etcdstore.OpenURL(c.String("store"), c.String("store-ca"), c.String("store-cert"), c.String("store-key"))
+			if err != nil {
+				return err
+			}
 			r, err := relay.New(relay.Config{
 				DataDir:                c.String("data"),
 				Listen:                 c.String("listen"),
@@ -152,6 +161,7 @@ func serveCommand() *cli.Command {
 				MaxStreamsPerNode:      c.Int("max-streams-per-node"),
 				MaxStreamsPerPortalias: c.Int("max-streams-per-portalias"),
 				MaxPortaliasesPerNode:  c.Int("max-portaliases-per-node"),
+				Store:                  st,
 				Logger:                 log,
 			})
 			if err != nil {
