@@ -147,7 +147,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		// An id beyond the relay's last event is from an earlier run.
 		if _, _, ok, _ := s.ring.after(resume, 0); !ok || resume > s.relay.Snapshot().Seq {
 			if !write(func(w io.Writer) error {
-				return writeEvent(w, "reset", 0, map[string]string{"reason": "the events after Last-Event-ID are no longer kept: start again from this snapshot"})
+				return writeEvent(w, "reset", "", map[string]string{"reason": "the events after Last-Event-ID are no longer kept: start again from this snapshot"})
 			}) {
 				return
 			}
@@ -159,7 +159,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	for {
 		if needSnapshot {
 			snap := s.relay.Snapshot()
-			if !write(func(w io.Writer) error { return writeEvent(w, "snapshot", snap.Seq, snap) }) {
+			if !write(func(w io.Writer) error { return writeEvent(w, "snapshot", strconv.FormatUint(snap.Seq, 10), snap) }) {
 				return
 			}
 			cursor, needSnapshot = snap.Seq, false
@@ -168,7 +168,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		if !ok && !closed {
 			// Fell behind the ring (or the feed had a gap): start again.
 			if !write(func(w io.Writer) error {
-				return writeEvent(w, "reset", 0, map[string]string{"reason": "this stream fell behind: start again from this snapshot"})
+				return writeEvent(w, "reset", "", map[string]string{"reason": "this stream fell behind: start again from this snapshot"})
 			}) {
 				return
 			}
@@ -178,7 +178,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		if len(evs) > 0 {
 			if !write(func(w io.Writer) error {
 				for _, e := range evs {
-					if err := writeEvent(w, string(e.Kind), e.Seq, e); err != nil {
+					if err := writeEvent(w, string(e.Kind), strconv.FormatUint(e.Seq, 10), e); err != nil {
 						return err
 					}
 				}
@@ -204,14 +204,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// writeEvent writes one Server-Sent Event; id 0 writes none.
-func writeEvent(w io.Writer, name string, id uint64, v any) error {
+// writeEvent writes one Server-Sent Event; id "" writes none.
+func writeEvent(w io.Writer, name string, id string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if id != 0 {
-		_, err = fmt.Fprintf(w, "event: %s\nid: %d\ndata: %s\n\n", name, id, b)
+	if id != "" {
+		_, err = fmt.Fprintf(w, "event: %s\nid: %s\ndata: %s\n\n", name, id, b)
 	} else {
 		_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, b)
 	}

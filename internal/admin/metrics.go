@@ -19,11 +19,11 @@ import (
 type collector struct {
 	relay *relay.Relay
 
-	handshakes, handshakeFailed, authFailed, replaced  *prometheus.Desc
+	handshakes, handshakeFailed, authFailed, replaced    *prometheus.Desc
 	refused, connsRefused, forwarded, toNodes, fromNodes *prometheus.Desc
 	peerEvents, playnodes, online                        *prometheus.Desc
 
-	up, lastSeen, connected                              *prometheus.Desc
+	up, lastSeen, connected                               *prometheus.Desc
 	svcUp, portalias, open, total, svcToNode, svcFromNode *prometheus.Desc
 }
 
