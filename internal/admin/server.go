@@ -94,6 +94,8 @@ type Config struct {
 	WebhookBackoff, WebhookBackoffMax time.Duration
 	WebhookAttempts                   int
 	WebhookTimeout                    time.Duration
+	// WebhookTransport sends deliveries; nil is http.DefaultTransport.
+	WebhookTransport http.RoundTripper
 
 	Logger *slog.Logger
 }
