@@ -2,11 +2,13 @@ package admin
 
 import (
 	"embed"
-	"io/fs"
 	"net/http"
 )
 
-//go:embed static
+// staticFS holds the status page: one file, its style and script inline,
+// nothing fetched from elsewhere.
+//
+//go:embed static/index.html
 var staticFS embed.FS
 
 func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
@@ -19,9 +21,4 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'")
 	w.Write(b)
-}
-
-func (s *Server) staticFiles(w http.ResponseWriter, r *http.Request) {
-	sub, _ := fs.Sub(staticFS, "static")
-	http.StripPrefix("/static/", http.FileServerFS(sub)).ServeHTTP(w, r)
 }

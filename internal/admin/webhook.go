@@ -341,4 +341,3 @@ func (d *debouncer) next() (time.Time, bool) {
 	}
 	return t, !t.IsZero()
 }
-
