@@ -143,8 +143,11 @@ func hasService(p relay.PlaynodeState, name string) bool {
 
 // PlaynodeList is the body of GET /api/v1/playnodes.
 type PlaynodeList struct {
-	Time      time.Time             `json:"time"`
-	Seq       uint64                `json:"seq"`
+	Time time.Time `json:"time"`
+	Seq  uint64    `json:"seq"`
+	// PortLow and PortHigh are the relay's --ports.
+	PortLow   uint16                `json:"port_low"`
+	PortHigh  uint16                `json:"port_high"`
 	Playnodes []relay.PlaynodeState `json:"playnodes"`
 }
 
@@ -155,7 +158,8 @@ func (s *Server) listPlaynodes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	snap := s.relay.Snapshot()
-	writeJSON(w, http.StatusOK, PlaynodeList{Time: snap.Time, Seq: snap.Seq, Playnodes: f.Apply(snap.Playnodes)})
+	low, high := s.relay.PortRange()
+	writeJSON(w, http.StatusOK, PlaynodeList{Time: snap.Time, Seq: snap.Seq, PortLow: low, PortHigh: high, Playnodes: f.Apply(snap.Playnodes)})
 }
 
 func (s *Server) getPlaynode(w http.ResponseWriter, r *http.Request) {
