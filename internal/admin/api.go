@@ -261,6 +261,10 @@ func (s *Server) aliasSet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := store.Assignment{Playnode: r.PathValue("name"), Service: r.PathValue("service"), Portalias: req.Portalias}
+	if err := errors.Join(proto.ValidateName("playnode", a.Playnode), proto.ValidateName("service", a.Service)); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if err := relay.AliasSet(r.Context(), s.relay.DataDir(), a, req.Force); err != nil {
 		writeError(w, http.StatusConflict, err.Error())
 		return

@@ -190,7 +190,7 @@ func TestWriteActions(t *testing.T) {
 		{"PUT", "/api/v1/playnodes/p1/services/web/portalias", `{"port": 1}`, 400, "unknown field"},
 		{"PUT", "/api/v1/playnodes/p1/services/web/portalias", `{}`, 400, "portalias is missing"},
 		{"PUT", "/api/v1/playnodes/p1/services/web/portalias", `{"portalias": 1, "pad": "` + strings.Repeat("x", admin.MaxBodyBytes) + `"}`, 413, "larger than"},
-		{"PUT", "/api/v1/playnodes/bad%20name/services/web/portalias", fmt.Sprintf(`{"portalias": %d}`, port), 409, "playnode"},
+		{"PUT", "/api/v1/playnodes/bad%20name/services/web/portalias", fmt.Sprintf(`{"portalias": %d}`, port), 400, "playnode"},
 		{"DELETE", "/api/v1/playnodes/p1/services/nope/portalias", "", 404, "no portalias for service nope"},
 		{"POST", "/api/v1/playnodes/nobody/disconnect", "", 404, "unknown playnode nobody"},
 	} {
