@@ -245,3 +245,14 @@ func wantError(t *testing.T, what string, code int, b []byte, wantCode int, want
 func echoService(t *testing.T) string {
 	return testenv.Serve(t, waitTimeout, func(c *net.TCPConn) { io.Copy(c, c) })
 }
+
+// newRelayOnly is a relay that is never run, closed when the test ends.
+func newRelayOnly(t *testing.T) *relay.Relay {
+	t.Helper()
+	r, err := relay.New(relay.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}

@@ -124,4 +124,18 @@ func TestStatusPage(t *testing.T) {
 	if rows != 1 {
 		t.Fatalf("filter \"player\": got %d rows, want 1 (kiosk-lobby)", rows)
 	}
+
+	// On a phone each playnode is a card: no table header, nothing wider
+	// than the screen.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile)); err != nil {
+		t.Fatal(err)
+	}
+	layout, err := chromedp.Run(ctx, chromedp.Evaluate[string](
+		`getComputedStyle(document.querySelector("thead")).display + " " + (document.documentElement.scrollWidth <= 390)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if layout != "none true" {
+		t.Errorf("at 390 px: got header display and fits %q, want \"none true\"", layout)
+	}
 }

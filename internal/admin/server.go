@@ -110,7 +110,6 @@ type Server struct {
 	tokens   [][32]byte
 	srv      *http.Server
 	ring     *ring
-	ringSub  *relay.Subscription
 	hooks    *webhooks // nil without Webhooks
 	sse      chan struct{}
 	tls      bool
