@@ -123,3 +123,37 @@ func TestWebhookConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookHangingReceiverRealRelay: a receiver that never answers costs
+// a bounded queue; the relay and its API keep serving and stop promptly.
+func TestWebhookHangingReceiverRealRelay(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "webhook.secret")
+	os.WriteFile(secretFile, []byte("s3cret-s3cret-s3cret\n"), 0o600)
+	release := make(chan struct{})
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hanging.Close()
+	defer close(release)
+	f := newFixture(t, []string{"p1"}, func(c *admin.Config) {
+		c.Webhooks = []string{hanging.URL}
+		c.WebhookSecretFile = secretFile
+		c.WebhookGrace = 0
+		c.WebhookQueue = 2
+	})
+	echo := echoService(t)
+	for range 5 {
+		stop := f.startNode("p1", "web="+echo)
+		f.waitOnline("p1", true)
+		stop()
+		f.waitOnline("p1", false)
+	}
+	code, _ := f.do("GET", "/api/v1/playnodes/p1", "", "")
+	if code != 200 {
+		t.Fatalf("API with a hanging receiver: got %d", code)
+	}
+	f.stop() // returns despite the request in flight (the fixture fails the test otherwise)
+}
