@@ -202,3 +202,11 @@ func TestWriteActions(t *testing.T) {
 		t.Fatalf("alias rm: got %d %s", code, b)
 	}
 }
+
+func TestOversizedHeaders(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	code, _ := f.do("GET", "/api/v1/playnodes", "", "", "X-Padding", strings.Repeat("x", 64<<10))
+	if code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("64 KiB of headers: got %d, want 431", code)
+	}
+}

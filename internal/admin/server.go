@@ -31,6 +31,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"paradigm/internal/relay"
 )
 
@@ -53,6 +55,9 @@ const (
 	idleTimeout       = 60 * time.Second
 	writeTimeout      = 30 * time.Second // every response but the event stream
 	maxHeaderBytes    = 16 << 10
+	// maxConns bounds the admin endpoint's open connections; more wait in
+	// the kernel's accept queue.
+	maxConns = 256
 )
 
 // AddrFile, in the relay's data folder, names the admin endpoint of the
@@ -172,6 +177,7 @@ func New(cfg Config) (*Server, error) {
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
+	s.ln = netutil.LimitListener(s.ln, maxConns)
 	if tlsCfg != nil {
 		s.ln = tls.NewListener(s.ln, tlsCfg)
 	}
