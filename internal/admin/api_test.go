@@ -205,8 +205,18 @@ func TestWriteActions(t *testing.T) {
 
 func TestOversizedHeaders(t *testing.T) {
 	f := newFixture(t, nil, nil)
-	code, _ := f.do("GET", "/api/v1/playnodes", "", "", "X-Padding", strings.Repeat("x", 64<<10))
-	if code != http.StatusRequestHeaderFieldsTooLarge {
-		t.Fatalf("64 KiB of headers: got %d, want 431", code)
+	req, _ := http.NewRequest("GET", f.url+"/api/v1/playnodes", nil)
+	req.Header.Set("X-Padding", strings.Repeat("x", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("64 KiB of headers: got %d, want 431 or the connection closed", resp.StatusCode)
+		}
+	}
+	// The server answered 431 and closed: the client may see the close
+	// before the answer, while it was still sending.
+	if code, _ := f.do("GET", "/healthz", "", ""); code != 200 {
+		t.Fatalf("after oversized headers: /healthz got %d", code)
 	}
 }
