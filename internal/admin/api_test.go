@@ -110,6 +110,8 @@ func TestAuth(t *testing.T) {
 		{"loopback write without token", "POST", "/api/v1/playnodes/p1/disconnect", "", "", nil, 401},
 		{"loopback write with a wrong token", "DELETE", "/api/v1/playnodes/p1/portaliases", "wrong-token-0123456789", "", nil, 401},
 		{"write with token, playnode never seen", "POST", "/api/v1/playnodes/p1/disconnect", f.token, "", nil, 404},
+		{"loopback read under another host name (DNS rebinding)", "GET", "/api/v1/playnodes", "", "", []string{"Host", "evil.example:4480"}, 401},
+		{"loopback read as localhost", "GET", "/api/v1/playnodes", "", "", []string{"Host", "localhost:4480"}, 200},
 		{"health without token, forwarded", "GET", "/healthz", "", "", []string{"X-Forwarded-For", "203.0.113.9"}, 200},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -316,10 +316,18 @@ func (s *Server) hasToken(r *http.Request) bool {
 }
 
 // fromLoopback reports whether r comes from this machine, directly: the
-// endpoint listens on loopback, the peer is loopback and no proxy header
-// says it forwards someone else's request.
+// endpoint listens on loopback, the peer is loopback, no proxy header says
+// it forwards someone else's request, and the Host is a loopback name (a
+// web page that rebinds its own name to 127.0.0.1 gets nothing).
 func (s *Server) fromLoopback(r *http.Request) bool {
 	if !s.loopback || r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" || r.Header.Get("X-Real-Ip") != "" {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		host = h
+	}
+	if !isLoopbackHost(strings.Trim(host, "[]")) {
 		return false
 	}
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
