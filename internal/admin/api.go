@@ -33,6 +33,20 @@ func (s *Server) routes() http.Handler {
 	m.HandleFunc("GET /readyz", s.readyz)
 	read("GET /{$}", s.statusPage)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// A path that another method serves is a 405, naming the methods.
+		var allowed []string
+		for _, method := range []string{"GET", "POST", "PUT", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = method
+			if _, pattern := m.Handler(probe); pattern != "/" && pattern != "" {
+				allowed = append(allowed, method)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (%s)", r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+			return
+		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return m

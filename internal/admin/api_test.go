@@ -84,7 +84,12 @@ func TestPlaynodesAPI(t *testing.T) {
 		wantError(t, "GET "+tt.path, code, b, tt.code, tt.contains)
 	}
 
-	code, b := f.do("GET", "/healthz", "", "")
+	code, b := f.do("POST", "/api/v1/playnodes", f.token, "")
+	wantError(t, "POST /api/v1/playnodes", code, b, http.StatusMethodNotAllowed, "method not allowed (GET)")
+	code, b = f.do("GET", "/api/v1/playnodes/signage-1/disconnect", "", "")
+	wantError(t, "GET .../disconnect", code, b, http.StatusMethodNotAllowed, "(POST)")
+
+	code, b = f.do("GET", "/healthz", "", "")
 	if code != 200 {
 		t.Errorf("/healthz: got %d %s", code, b)
 	}
