@@ -345,7 +345,7 @@ func TestProcs(t *testing.T) {
 	}
 
 	p := start(t, "relay procs", relayBin, "--log-format", "json", "serve", "--data", t.TempDir(),
-		"--listen", "127.0.0.1:0", "--ports", d.ports, "--procs", "1")
+		"--listen", "127.0.0.1:0", "--ports", d.ports, "--procs", "1", "--admin", "127.0.0.1:0")
 	if got := p.waitLog(t, 1, "relay listening").num(t, "procs"); got != 1 {
 		t.Errorf("relay serve --procs 1 logs procs=%d, want 1", got)
 	}

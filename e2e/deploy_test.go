@@ -102,7 +102,7 @@ func (d *deployment) serve(t *testing.T, transport, listen string) *relayProc {
 func (d *deployment) serveOn(t *testing.T, transport, listen, quicListen string) *relayProc {
 	t.Helper()
 	args := []string{"--log-format", "json", "serve", "--data", d.data,
-		"--listen", listen, "--ports", d.ports, "--reload-interval", "100ms"}
+		"--listen", listen, "--ports", d.ports, "--reload-interval", "100ms", "--admin", "127.0.0.1:0"}
 	if quicListen != "" {
 		args = append(args, "--quic-listen", quicListen)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"paradigm/internal/admin"
 	"paradigm/internal/cliflags"
 	"paradigm/internal/demo"
 	"paradigm/internal/relay"
@@ -67,6 +68,7 @@ func newApp() *cli.App {
 				},
 			},
 			lsCommand(),
+			sshConfigCommand(),
 			aliasCommand(),
 			{
 				Name:  "demo",
@@ -125,6 +127,16 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "store-cert", Usage: "PEM client certificate for etcd's TLS client authentication (with --store-key)", EnvVars: []string{"PARADIGM_RELAY_STORE_CERT"}},
 			&cli.StringFlag{Name: "store-key", Usage: "PEM private key of --store-cert", EnvVars: []string{"PARADIGM_RELAY_STORE_KEY"}},
 			&cli.IntFlag{Name: "procs", Value: 0, DefaultText: "0: all CPUs", Usage: "CPUs running the relay's Go code at once (GOMAXPROCS), 0 for all", EnvVars: []string{"PARADIGM_RELAY_PROCS"}},
+			&cli.StringFlag{Name: "admin", Value: admin.DefaultListen, Usage: "address of the admin endpoint (JSON API, events, metrics, status page); \"\" turns it off; anything but loopback needs --admin-token-file", EnvVars: []string{"PARADIGM_RELAY_ADMIN"}},
+			adminTokenFlag(),
+			&cli.StringFlag{Name: "admin-tls-cert", Usage: "serve the admin endpoint over HTTPS with this certificate (PEM)", EnvVars: []string{"PARADIGM_RELAY_ADMIN_TLS_CERT"}},
+			&cli.StringFlag{Name: "admin-tls-key", Usage: "the key of --admin-tls-cert (PEM)", EnvVars: []string{"PARADIGM_RELAY_ADMIN_TLS_KEY"}},
+			&cli.IntFlag{Name: "admin-max-sse-clients", Value: admin.DefaultMaxSSEClients, Usage: "event streams (/api/v1/events, status pages) served at once", EnvVars: []string{"PARADIGM_RELAY_ADMIN_MAX_SSE_CLIENTS"}},
+			&cli.IntFlag{Name: "admin-event-ring", Value: admin.DefaultEventRing, Usage: "recent events kept for event streams that reconnect (Last-Event-ID)", EnvVars: []string{"PARADIGM_RELAY_ADMIN_EVENT_RING"}},
+			&cli.StringSliceFlag{Name: "webhook", Usage: "POST every event as signed JSON to this URL (repeatable)", EnvVars: []string{"PARADIGM_RELAY_WEBHOOK"}},
+			&cli.StringFlag{Name: "webhook-secret", Usage: "file holding the HMAC-SHA256 key webhook deliveries are signed with (required with --webhook)", EnvVars: []string{"PARADIGM_RELAY_WEBHOOK_SECRET"}},
+			&cli.DurationFlag{Name: "webhook-grace", Value: admin.DefaultWebhookGrace, Usage: "a playnode that comes back within this after going down sends no webhook", EnvVars: []string{"PARADIGM_RELAY_WEBHOOK_GRACE"}},
+			&cli.IntFlag{Name: "webhook-queue", Value: admin.DefaultWebhookQueue, Usage: "events waiting for each webhook receiver; when full the oldest are dropped", EnvVars: []string{"PARADIGM_RELAY_WEBHOOK_QUEUE"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -167,7 +179,46 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return r.Run(c.Context)
+			return admin.Serve(c.Context, r, admin.Config{
+				Listen:            c.String("admin"),
+				TokenFile:         c.String("admin-token-file"),
+				TLSCert:           c.String("admin-tls-cert"),
+				TLSKey:            c.String("admin-tls-key"),
+				MaxSSEClients:     c.Int("admin-max-sse-clients"),
+				EventRing:         c.Int("admin-event-ring"),
+				Webhooks:          c.StringSlice("webhook"),
+				WebhookSecretFile: c.String("webhook-secret"),
+				WebhookGrace:      c.Duration("webhook-grace"),
+				WebhookQueue:      c.Int("webhook-queue"),
+				Logger:            log,
+			})
+		},
+	}
+}
+
+func adminTokenFlag() cli.Flag {
+	return &cli.StringFlag{Name: "admin-token-file", Usage: "file of bearer tokens for the admin endpoint, one a line (write actions need one, even on loopback)", EnvVars: []string{"PARADIGM_RELAY_ADMIN_TOKEN_FILE"}}
+}
+
+func sshConfigCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "ssh-config",
+		Usage:     "print an ssh_config Host block for every playnode with an ssh service, between marker lines",
+		ArgsUsage: "[PLAYNODE-PREFIX...]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "proxy-jump", Usage: "add ProxyJump USER@SERVER, so that `ssh PLAYNODE` works from another machine", EnvVars: []string{"PARADIGM_RELAY_PROXY_JUMP"}},
+			adminTokenFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			token, err := admin.FirstToken(c.String("admin-token-file"))
+			if err != nil {
+				return err
+			}
+			rows, _, err := admin.List(c.Context, c.String("data"), token)
+			if err != nil {
+				return err
+			}
+			return admin.WriteSSHConfig(c.App.Writer, relay.Filter{Prefixes: c.Args().Slice()}.Apply(rows), c.String("proxy-jump"))
 		},
 	}
 }
@@ -181,12 +232,17 @@ func lsCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array", EnvVars: []string{"PARADIGM_RELAY_LS_JSON"}},
 			&cli.BoolFlag{Name: "online", Usage: "only services reachable now"},
 			&cli.BoolFlag{Name: "offline", Usage: "only services not reachable now"},
+			adminTokenFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Bool("online") && c.Bool("offline") {
 				return errors.New("--online and --offline exclude each other")
 			}
-			rows, running, err := relay.List(c.String("data"))
+			token, err := admin.FirstToken(c.String("admin-token-file"))
+			if err != nil {
+				return err
+			}
+			rows, running, err := admin.List(c.Context, c.String("data"), token)
 			if err != nil {
 				return err
 			}
