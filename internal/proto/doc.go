@@ -30,9 +30,32 @@
 //
 // Frames on the control stream:
 //
-//	type    (1 byte)  TypeHello=1, TypeWelcome=2, TypeRefuse=3
+//	type    (1 byte)  TypeHello=1, TypeWelcome=2, TypeRefuse=3, TypeEnroll=4
 //	length  (4 bytes) uint32 big-endian, length of payload, at most MaxMessageSize
-//	payload (length bytes) JSON of Hello, Welcome or Refuse
+//	payload (length bytes) JSON of Hello, Welcome, Refuse or Enroll
+//
+// # Enrollment
+//
+// A node that holds an enrollment token (and maybe a key the relay has never
+// seen) authenticates as user NAME+enroll (EnrollUserSuffix; over QUIC the
+// certificate's CommonName). A relay that does not know the key accepts it
+// for that user only, and only to read an Enroll; without the suffix an
+// unknown key is refused during authentication, as before. The token travels
+// inside the encrypted channel, after the node has checked the relay's host
+// key.
+//
+//	playnode                                relay
+//	   |---- SSH/QUIC, user NAME+enroll ------>|  unknown key: "enrolling"
+//	   |---- opens stream 1 (control) -------->|
+//	   |---- Enroll{version, playnode, token} >|  token hash compared in constant
+//	   |---- Hello{...} ---------------------->|  time; key bound to the name
+//	   |<--- Welcome{portaliases} -------------|  then the session goes on as any
+//	   |<--- or Refuse{token | name-taken | ---|  other; a known key's Enroll is
+//	   |        pending | rejected | rate}     |  ignored
+//
+// The Enroll is a message only a node that asked for enrollment (by its user
+// name) sends, so TypeEnroll=4 extends version 1 rather than changing it: an
+// older relay never accepts such a node's unknown key in the first place.
 //
 // The length is checked before the payload is allocated. Unknown JSON fields
 // are ignored, so a field may be added without breaking older peers; an
@@ -58,5 +81,6 @@
 //
 // Any change to the bytes above (a frame layout, a type or status number, a
 // field's meaning) bumps Version, or StreamVersion for the stream header. A
-// new optional JSON field does not.
+// new optional JSON field does not, nor a new message type sent only to a
+// peer that asked for it (TypeEnroll).
 package proto
