@@ -67,6 +67,7 @@ func newApp() *cli.App {
 			},
 			lsCommand(),
 			aliasCommand(),
+			tokenCommand(), pendingCommand(), approveCommand(), rejectCommand(), nodesCommand(), revokeCommand(), // enroll.go
 			{
 				Name:  "demo",
 				Usage: "run a relay and a playnode on loopback with a sample web service, and print the portalias to try",
@@ -117,6 +118,7 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-streams-per-node", Value: relay.DefaultMaxStreamsPerNode, Usage: "connections forwarded to one playnode at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_NODE"}},
 			&cli.IntFlag{Name: "max-streams-per-portalias", Value: relay.DefaultMaxStreamsPerPortalias, Usage: "connections forwarded through one portalias at once; more are closed at once", EnvVars: []string{"PARADIGM_RELAY_MAX_STREAMS_PER_PORTALIAS"}},
 			&cli.DurationFlag{Name: "reload-interval", Value: relay.DefaultReloadInterval, Usage: "how often edits to authorized_nodes and portaliases are picked up", EnvVars: []string{"PARADIGM_RELAY_RELOAD_INTERVAL"}},
+			&cli.IntFlag{Name: "enroll-per-minute", Value: relay.DefaultEnrollPerMinute, Usage: "enrollment attempts one source address may make at once and per minute", EnvVars: []string{"PARADIGM_RELAY_ENROLL_PER_MINUTE"}},
 			&cli.IntFlag{Name: "procs", Value: 0, DefaultText: "0: all CPUs", Usage: "CPUs running the relay's Go code at once (GOMAXPROCS), 0 for all", EnvVars: []string{"PARADIGM_RELAY_PROCS"}},
 		},
 		Action: func(c *cli.Context) error {
@@ -148,6 +150,7 @@ func serveCommand() *cli.Command {
 				MaxUnauthPerAddress:    c.Int("max-unauth-per-address"),
 				MaxStreamsPerNode:      c.Int("max-streams-per-node"),
 				MaxStreamsPerPortalias: c.Int("max-streams-per-portalias"),
+				EnrollPerMinute:        c.Int("enroll-per-minute"),
 				Logger:                 log,
 			})
 			if err != nil {

@@ -71,8 +71,20 @@ type Config struct {
 	// TransportQUIC over UDP (same address and port number), or
 	// TransportAuto: QUIC when it works, SSH when UDP is blocked.
 	Transport string
-	// Name is the playnode name; the relay binds it to the key.
+	// Name is the playnode name; the relay binds it to the key. It may be a
+	// template (see ExpandName), expanded once by New.
 	Name     string
+	// EnrollToken, when set, is presented to a relay that does not know
+	// this node's key yet, to bind it to Name; with it a missing KeyFile is
+	// created.
+	EnrollToken string
+	// MachineIDFile is where a {machine-id} in Name is read; default
+	// DefaultMachineIDFile.
+	MachineIDFile string
+	// RefusedRetry is the wait between attempts while the relay refuses
+	// this node for a reason only its operator can change (unknown token,
+	// pending approval, name taken, revoked); default 2 minutes.
+	RefusedRetry time.Duration
 	Services []Service
 	// Keepalive paces liveness checks both ways; a dead link is detected
 	// within 2.25 times this (see mux.Options.Keepalive).
@@ -96,8 +108,16 @@ func (c *Config) setDefaults() error {
 	if c.KeyFile == "" {
 		return errors.New("no key file given (--key FILE; create one with paradigm-node keygen)")
 	}
-	if err := proto.ValidateName("playnode", c.Name); err != nil {
+	name, err := ExpandName(c.Name, NameSources{MachineIDFile: c.MachineIDFile})
+	if err != nil {
 		return err
+	}
+	c.Name = name
+	if len(c.EnrollToken) > proto.MaxTokenLen {
+		return fmt.Errorf("enrollment token of %d bytes, the limit is %d", len(c.EnrollToken), proto.MaxTokenLen)
+	}
+	if c.RefusedRetry <= 0 {
+		c.RefusedRetry = 2 * time.Minute
 	}
 	if len(c.Services) == 0 {
 		return errors.New("no service given (--service NAME=[HOST:]PORT)")

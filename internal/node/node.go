@@ -35,9 +35,12 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	key, err := identity.LoadKey(cfg.KeyFile)
+	key, created, err := loadOrCreateKey(cfg.KeyFile, cfg.EnrollToken != "", cfg.Name)
 	if err != nil {
 		return nil, err
+	}
+	if created {
+		cfg.Logger.Info("node key created for enrollment", "key", cfg.KeyFile, "key_fingerprint", identity.Fingerprint(key.PublicKey()))
 	}
 	n := &Node{
 		cfg:      cfg,
@@ -83,7 +86,12 @@ func (n *Node) Run(ctx context.Context) error {
 			attempt = 1
 		}
 		delay := b.next()
-		n.log.Warn("disconnected from relay", "err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String())
+		var hint []any
+		if code, slow := slowRetry(err); slow {
+			delay = max(delay, n.cfg.RefusedRetry)
+			hint = n.refusedHint(code)
+		}
+		n.log.Warn("disconnected from relay", append([]any{"err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String()}, hint...)...)
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
@@ -171,6 +179,14 @@ func (n *Node) greet(ctx context.Context, ctrl mux.Stream, transport string) err
 	if dl, ok := ctx.Deadline(); ok {
 		ctrl.SetDeadline(dl)
 		defer ctrl.SetDeadline(time.Time{})
+	}
+	if n.cfg.EnrollToken != "" {
+		// Before the hello, in the same flight; a relay that knows this key
+		// ignores it.
+		e := &proto.Enroll{Version: proto.Version, Playnode: n.cfg.Name, Token: n.cfg.EnrollToken}
+		if err := proto.WriteMessage(ctrl, e); err != nil {
+			return fmt.Errorf("send enroll: %w", err)
+		}
 	}
 	if err := proto.WriteMessage(ctrl, &n.hello); err != nil {
 		// A relay that refuses the hello closes at once, which can fail

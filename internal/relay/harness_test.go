@@ -183,13 +183,14 @@ func authorize(t *testing.T, cfg relay.Config, name string) (keyFile string, key
 func (r *testRelay) nodeConfig(t *testing.T, name, keyFile string, services ...string) node.Config {
 	t.Helper()
 	cfg := node.Config{
-		Relay:       r.Addr().String(),
-		Fingerprint: identity.Fingerprint(r.HostKey()),
-		KeyFile:     keyFile,
-		Transport:   r.transport,
-		Name:        name,
-		Keepalive:   testKeepalive,
-		BackoffMax:  testBackoff,
+		Relay:        r.Addr().String(),
+		Fingerprint:  identity.Fingerprint(r.HostKey()),
+		KeyFile:      keyFile,
+		Transport:    r.transport,
+		Name:         name,
+		Keepalive:    testKeepalive,
+		BackoffMax:   testBackoff,
+		RefusedRetry: testBackoff, // refused nodes retry as fast as others here
 	}
 	for _, s := range services {
 		svc, err := node.ParseService(s)

@@ -110,10 +110,10 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, tran
 		wg:        &r.wg,
 	}
 	ctrl.SetDeadline(deadline)
-	hello, err := readHello(ctrl)
-	if err == nil && hello.Playnode != peer.Playnode {
+	hello, err := r.firstMessage(ctrl, s) // enroll.go: an Enroll may come first
+	if err == nil && hello.Playnode != s.playnode {
 		err = &proto.Refuse{Code: proto.RefuseName, Reason: fmt.Sprintf(
-			"this key (%s) is authorized for playnode %q, not %q", identity.Fingerprint(peer.Key), peer.Playnode, hello.Playnode)}
+			"this key (%s) is authorized for playnode %q, not %q", identity.Fingerprint(peer.Key), s.playnode, hello.Playnode)}
 	}
 	var portaliases []proto.Portalias
 	if err == nil {
@@ -159,6 +159,11 @@ func readHello(ctrl mux.Stream) (*proto.Hello, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read hello: %w", err)
 	}
+	return validHello(m)
+}
+
+// validHello checks that m is a valid Hello.
+func validHello(m proto.Message) (*proto.Hello, error) {
 	hello, ok := m.(*proto.Hello)
 	if !ok {
 		return nil, &proto.Refuse{Code: proto.RefuseProtocol, Reason: fmt.Sprintf("first message is %T, want hello", m)}
