@@ -73,7 +73,7 @@ type Config struct {
 	Transport string
 	// Name is the playnode name; the relay binds it to the key. It may be a
 	// template (see ExpandName), expanded once by New.
-	Name     string
+	Name string
 	// EnrollToken, when set, is presented to a relay that does not know
 	// this node's key yet, to bind it to Name; with it a missing KeyFile is
 	// created.
@@ -85,7 +85,7 @@ type Config struct {
 	// this node for a reason only its operator can change (unknown token,
 	// pending approval, name taken, revoked); default 2 minutes.
 	RefusedRetry time.Duration
-	Services []Service
+	Services     []Service
 	// Keepalive paces liveness checks both ways; a dead link is detected
 	// within 2.25 times this (see mux.Options.Keepalive).
 	Keepalive time.Duration
