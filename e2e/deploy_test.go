@@ -23,6 +23,7 @@ type deployment struct {
 	ports       string // the relay's --ports window
 	low, high   int
 	keepalive   string // --keepalive of relay and nodes; the default when empty
+	serveArgs   []string // more flags of serve
 }
 
 func newDeployment(t *testing.T) *deployment {
@@ -108,6 +109,7 @@ func (d *deployment) serveOn(t *testing.T, transport, listen, quicListen string)
 	if d.keepalive != "" {
 		args = append(args, "--keepalive", d.keepalive)
 	}
+	args = append(args, d.serveArgs...)
 	p := start(t, "relay", relayBin, args...)
 	var e logEntry
 	waitUntil(t, "relay to log \"relay listening\"", func() bool {

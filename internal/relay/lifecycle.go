@@ -88,11 +88,24 @@ func WriteNodes(w io.Writer, rows []NodeRow, asJSON bool) error {
 	return tw.Flush()
 }
 
-// Revoke removes name's line from dataDir's authorized-nodes file. A
-// running relay ends its session when it reloads the file (within its
-// reload interval); the node is then refused as unknown.
+// Revoke removes name's line from dataDir's authorized-nodes file and marks
+// its key rejected in the pending file, so that an enrollment token the
+// device still holds cannot bind it again. A running relay ends its session
+// when it reloads the file (within its reload interval); the node is then
+// refused. Lock order as everywhere: pending file, then authorized nodes.
 func Revoke(dataDir, name string) (string, error) {
 	p := filepath.Join(dataDir, AuthorizedFile)
+	set, err := loadAuthorized(p)
+	if err != nil {
+		return "", err
+	}
+	n, ok := set.byName[name]
+	if !ok {
+		return "", fmt.Errorf("playnode %q is not in %s (see paradigm-relay nodes)", name, p)
+	}
+	if err := rejectKey(dataDir, name, n.key); err != nil {
+		return "", err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	lock, err := lockfile.Acquire(ctx, p+".lock")
@@ -101,15 +114,13 @@ func Revoke(dataDir, name string) (string, error) {
 	}
 	defer lock.Release()
 	data, err := os.ReadFile(p)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil {
 		return "", fmt.Errorf("read authorized nodes: %w", err)
 	}
-	set, err := parseAuthorized(data, p)
-	if err != nil {
+	if set, err = parseAuthorized(data, p); err != nil {
 		return "", err
 	}
-	n, ok := set.byName[name]
-	if !ok {
+	if n, ok = set.byName[name]; !ok {
 		return "", fmt.Errorf("playnode %q is not in %s (see paradigm-relay nodes)", name, p)
 	}
 	lines := bytes.SplitAfter(data, []byte("\n"))

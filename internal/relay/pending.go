@@ -215,3 +215,19 @@ func pendingOf(dataDir string, key ssh.PublicKey) (*PendingNode, error) {
 	}
 	return nil, nil
 }
+
+// rejectKey records key as rejected in the pending file (revoke), so that
+// the device's enrollment token cannot bind it again. The caller holds no
+// other lock of ours.
+func rejectKey(dataDir, name string, key ssh.PublicKey) error {
+	return updatePending(dataDir, func(ps []PendingNode) ([]PendingNode, bool, error) {
+		k := string(key.Marshal())
+		for i := range ps {
+			if string(ps[i].key.Marshal()) == k {
+				ps[i].State = StateRejected
+				return ps, true, nil
+			}
+		}
+		return append(ps, PendingNode{Playnode: name, Token: "revoked", From: "-", At: time.Now(), State: StateRejected, key: key}), true, nil
+	})
+}
