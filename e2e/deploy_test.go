@@ -22,7 +22,7 @@ type deployment struct {
 	fingerprint string
 	ports       string // the relay's --ports window
 	low, high   int
-	keepalive   string // --keepalive of relay and nodes; the default when empty
+	keepalive   string   // --keepalive of relay and nodes; the default when empty
 	serveArgs   []string // more flags of serve
 }
 
