@@ -24,7 +24,7 @@ type device struct {
 	dir, machineID string
 }
 
-func newEnrollFleet(t *testing.T) *enrollFleet {
+func newEnrollFleet(t *testing.T, transport string) *enrollFleet {
 	t.Helper()
 	d := newDeployment(t)
 	d.low, d.high = portWindow(64)
@@ -32,7 +32,7 @@ func newEnrollFleet(t *testing.T) *enrollFleet {
 	// Every simulated device dials from 127.0.0.1.
 	d.serveArgs = []string{"--enroll-per-minute", "1000"}
 	f := &enrollFleet{d: d, echo: startEcho(t)}
-	f.relay = d.serve(t, "ssh", "127.0.0.1:0")
+	f.relay = d.serve(t, transport, "127.0.0.1:0")
 	return f
 }
 
@@ -69,8 +69,8 @@ func (f *enrollFleet) device(t *testing.T, id string) device {
 func (f *enrollFleet) run(t *testing.T, dev device, tok string) *proc {
 	t.Helper()
 	conf := filepath.Join(dev.dir, "node.conf")
-	text := fmt.Sprintf("relay = %s\nfingerprint = %s\nname = signage-{machine-id:8}\nenroll-token = %s\nservice = echo=%d\nbackoff-max = 1s\nrefused-retry = 1s\nkey = %s\nlock = %s\nmachine-id-file = %s\n",
-		f.relay.addr, f.d.fingerprint, tok, f.echo, filepath.Join(dev.dir, "node.key"), filepath.Join(dev.dir, "node.lock"), filepath.Join(dev.dir, "machine-id"))
+	text := fmt.Sprintf("relay = %s\nfingerprint = %s\nname = signage-{machine-id:8}\nenroll-token = %s\nservice = echo=%d\ntransport = %s\nbackoff-max = 1s\nrefused-retry = 1s\nkey = %s\nlock = %s\nmachine-id-file = %s\n",
+		f.relay.addr, f.d.fingerprint, tok, f.echo, f.relay.transport, filepath.Join(dev.dir, "node.key"), filepath.Join(dev.dir, "node.lock"), filepath.Join(dev.dir, "machine-id"))
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func machineID(i int) string { return fmt.Sprintf("%08x%024x", 0xa0000000+i, i) 
 // device until approved, a revoked device is cut and stays out.
 func TestFleetEnrollment(t *testing.T) {
 	t.Parallel()
-	f := newEnrollFleet(t)
+	f := newEnrollFleet(t, "ssh")
 	ten := f.token(t, "--uses", "10", "--names", "signage-*", "--comment", "first batch")
 	var devs []device
 	var procs []*proc
@@ -263,5 +263,37 @@ func TestFleetEnrollment(t *testing.T) {
 	waitUntil(t, "the revoked device refused", func() bool { return refusedWith(procs[1], "rejected") })
 	if _, ok := f.nodes(t)[victim]; ok {
 		t.Fatal("a revoked device is listed by nodes")
+	}
+}
+
+// TestEnrollmentQUIC: the same enrollment over QUIC: a token with --uses 2
+// admits two of three devices, which then serve through their portaliases.
+func TestEnrollmentQUIC(t *testing.T) {
+	t.Parallel()
+	f := newEnrollFleet(t, "quic")
+	tok := f.token(t, "--uses", "2")
+	var procs []*proc
+	for i := range 3 {
+		procs = append(procs, f.run(t, f.device(t, machineID(200+i)), tok))
+	}
+	waitUntil(t, "two devices online and one refused for the token", func() bool {
+		online, refused := 0, 0
+		for _, r := range f.nodes(t) {
+			if r.Online {
+				online++
+			}
+		}
+		for _, p := range procs {
+			if refusedWith(p, "token") {
+				refused++
+			}
+		}
+		return online == 2 && refused == 1
+	})
+	for _, row := range f.d.ls(t) {
+		echoThrough(t, row.Portalias)
+	}
+	if n := f.relay.count("playnode connected", "transport", "quic"); n < 2 {
+		t.Fatalf("relay logged %d quic sessions, want 2", n)
 	}
 }
