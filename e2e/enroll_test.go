@@ -297,3 +297,52 @@ func TestEnrollmentQUIC(t *testing.T) {
 		t.Fatalf("relay logged %d quic sessions, want 2", n)
 	}
 }
+
+// TestHostKeyRotation: connected devices learn the relay's next host key
+// over their session, so that after hostkey promote and a relay restart
+// every device, pinned to the old fingerprint only, is back online.
+func TestHostKeyRotation(t *testing.T) {
+	t.Parallel()
+	f := newEnrollFleet(t, "ssh")
+	tok := f.token(t, "--uses", "3")
+	var devs []device
+	for i := range 3 {
+		dev := f.device(t, machineID(300+i))
+		devs = append(devs, dev)
+		f.run(t, dev, tok)
+	}
+	allOnline := func() bool {
+		n := f.nodes(t)
+		for _, r := range n {
+			if !r.Online {
+				return false
+			}
+		}
+		return len(n) == 3
+	}
+	waitUntil(t, "three devices online", allOnline)
+	next := strings.TrimSpace(mustRun(t, relayBin, "hostkey", "next", "--data", f.d.data))
+	if !strings.HasPrefix(next, "SHA256:") || next == f.d.fingerprint {
+		t.Fatalf("hostkey next printed %q, want a new SHA256 fingerprint", next)
+	}
+	waitUntil(t, "every device to record the next host key", func() bool {
+		for _, dev := range devs {
+			data, err := os.ReadFile(filepath.Join(dev.dir, "node.key.known_hosts"))
+			if err != nil || !strings.Contains(string(data), "ssh-ed25519 ") {
+				return false
+			}
+		}
+		return true
+	})
+	mustRun(t, relayBin, "hostkey", "promote", "--data", f.d.data)
+	if err := f.relay.stop(t, os.Interrupt); err != nil {
+		t.Fatalf("relay stop: %v", err)
+	}
+	f.d.fingerprint = next
+	f.relay = f.d.serve(t, "ssh", f.relay.addr)
+	if got := strings.TrimSpace(mustRun(t, relayBin, "fingerprint", "--data", f.d.data)); got != next {
+		t.Fatalf("fingerprint after promote: got %s, want %s", got, next)
+	}
+	f.relay.waitLog(t, 3, "playnode connected")
+	waitUntil(t, "all three devices back online with the new host key", allOnline)
+}

@@ -75,7 +75,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", Usage: "file of key = value lines, keys named as these flags; flags and environment win over it", EnvVars: []string{"PARADIGM_NODE_CONFIG"}},
 		&cli.StringFlag{Name: "relay", Usage: "relay address HOST:PORT", EnvVars: []string{"PARADIGM_NODE_RELAY"}},
 		&cli.StringFlag{Name: "transport", Value: "ssh", Usage: "ssh (TCP), quic (UDP, same address), or auto: quic when UDP gets through, else ssh", EnvVars: []string{"PARADIGM_NODE_TRANSPORT"}},
-		&cli.StringFlag{Name: "fingerprint", Usage: "the relay's host key fingerprint, SHA256:... (paradigm-relay fingerprint prints it)", EnvVars: []string{"PARADIGM_NODE_FINGERPRINT"}},
+		&cli.StringSliceFlag{Name: "fingerprint", Usage: "the relay's host key fingerprint, SHA256:... (paradigm-relay fingerprint prints it); repeatable: any of them is trusted", EnvVars: []string{"PARADIGM_NODE_FINGERPRINT"}},
 		&cli.StringFlag{Name: "known-hosts", Usage: "OpenSSH known_hosts file to verify the relay with (instead of --fingerprint)", EnvVars: []string{"PARADIGM_NODE_KNOWN_HOSTS"}},
 		&cli.BoolFlag{Name: "trust-on-first-use", Usage: "record the relay's key in --known-hosts on first connection, refuse any other later", EnvVars: []string{"PARADIGM_NODE_TRUST_ON_FIRST_USE"}},
 		&cli.StringFlag{Name: "key", Usage: "this playnode's private key (paradigm-node keygen, or an ssh-keygen key without passphrase)", EnvVars: []string{"PARADIGM_NODE_KEY"}},
@@ -161,7 +161,7 @@ func run(c *cli.Context) error {
 	cfg := node.Config{
 		Relay:           c.String("relay"),
 		Transport:       c.String("transport"),
-		Fingerprint:     c.String("fingerprint"),
+		Fingerprints:    c.StringSlice("fingerprint"),
 		KnownHosts:      c.String("known-hosts"),
 		TrustOnFirstUse: c.Bool("trust-on-first-use"),
 		KeyFile:         c.String("key"),

@@ -23,11 +23,11 @@ func tokenCommand() *cli.Command {
 				Name:  "create",
 				Usage: "make a token; it is printed once, alone on the last line, and only its hash is kept",
 				Flags: []cli.Flag{
-					&cli.IntFlag{Name: "uses", Value: 1, Usage: "how many playnodes it may enroll"},
-					&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "how long it is valid; 0 for no expiry"},
-					&cli.StringFlag{Name: "names", Value: "*", Usage: "glob the playnode names it enrolls must match, e.g. signage-*"},
-					&cli.BoolFlag{Name: "approve", Usage: "hold each enrollment in the pending list until paradigm-relay approve NAME"},
-					&cli.StringFlag{Name: "comment", Usage: "free text kept beside the token"},
+					&cli.IntFlag{Name: "uses", Value: 1, Usage: "how many playnodes it may enroll", EnvVars: []string{"PARADIGM_RELAY_TOKEN_USES"}},
+					&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "how long it is valid; 0 for no expiry", EnvVars: []string{"PARADIGM_RELAY_TOKEN_TTL"}},
+					&cli.StringFlag{Name: "names", Value: "*", Usage: "glob the playnode names it enrolls must match, e.g. signage-*", EnvVars: []string{"PARADIGM_RELAY_TOKEN_NAMES"}},
+					&cli.BoolFlag{Name: "approve", Usage: "hold each enrollment in the pending list until paradigm-relay approve NAME", EnvVars: []string{"PARADIGM_RELAY_TOKEN_APPROVE"}},
+					&cli.StringFlag{Name: "comment", Usage: "free text kept beside the token", EnvVars: []string{"PARADIGM_RELAY_TOKEN_COMMENT"}},
 				},
 				Action: func(c *cli.Context) error {
 					if c.Args().Present() {
@@ -140,13 +140,38 @@ func nodesCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "nodes",
 		Usage: "list authorized playnodes, also those never connected, with how each was enrolled",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON array"}},
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON array", EnvVars: []string{"PARADIGM_RELAY_NODES_JSON"}}},
 		Action: func(c *cli.Context) error {
 			rows, err := relay.Nodes(c.String("data"))
 			if err != nil {
 				return err
 			}
 			return relay.WriteNodes(c.App.Writer, rows, c.Bool("json"))
+		},
+	}
+}
+
+func hostkeyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "hostkey",
+		Usage: "rotate the relay's host key without losing a playnode",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "next",
+				Usage: "create the next host key (if none) and print its fingerprint; connected playnodes learn it",
+				Action: func(c *cli.Context) error {
+					fp, err := relay.NextHostKey(c.String("data"))
+					return printed(c, fp, err)
+				},
+			},
+			{
+				Name:  "promote",
+				Usage: "make the next host key the relay's host key (then restart the relay)",
+				Action: func(c *cli.Context) error {
+					msg, err := relay.PromoteHostKey(c.String("data"))
+					return printed(c, msg, err)
+				},
+			},
 		},
 	}
 }

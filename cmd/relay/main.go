@@ -67,7 +67,7 @@ func newApp() *cli.App {
 			},
 			lsCommand(),
 			aliasCommand(),
-			tokenCommand(), pendingCommand(), approveCommand(), rejectCommand(), nodesCommand(), revokeCommand(), // enroll.go
+			tokenCommand(), pendingCommand(), approveCommand(), rejectCommand(), nodesCommand(), revokeCommand(), hostkeyCommand(), // enroll.go
 			{
 				Name:  "demo",
 				Usage: "run a relay and a playnode on loopback with a sample web service, and print the portalias to try",

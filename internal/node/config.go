@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +61,9 @@ type Config struct {
 	Relay string
 	// Fingerprint pins the relay's host key ("SHA256:...").
 	Fingerprint string
+	// Fingerprints pins more host keys, any of which the relay may present
+	// (a fleet image carrying the current and the next key).
+	Fingerprints []string
 	// KnownHosts is an OpenSSH known_hosts file to verify the relay with.
 	KnownHosts string
 	// TrustOnFirstUse records the relay's key in KnownHosts on the first
@@ -132,14 +136,22 @@ func (c *Config) setDefaults() error {
 		}
 		seen[s.Name] = true
 	}
+	if c.Fingerprint != "" && !slices.Contains(c.Fingerprints, c.Fingerprint) {
+		c.Fingerprints = append(c.Fingerprints, c.Fingerprint)
+	}
+	if c.Fingerprint == "" && len(c.Fingerprints) > 0 {
+		c.Fingerprint = c.Fingerprints[0]
+	}
 	if c.Fingerprint == "" && c.KnownHosts == "" {
 		return errors.New("no way to verify the relay's host key: give --fingerprint SHA256:..., or --known-hosts FILE (with --trust-on-first-use to record the key seen first)")
 	}
 	if c.TrustOnFirstUse && c.KnownHosts == "" {
 		return errors.New("--trust-on-first-use needs --known-hosts FILE to record the relay's key in")
 	}
-	if c.Fingerprint != "" && !strings.HasPrefix(c.Fingerprint, "SHA256:") {
-		return fmt.Errorf("fingerprint %q: want the SHA256:... form that paradigm-relay fingerprint prints", c.Fingerprint)
+	for _, fp := range c.Fingerprints {
+		if !strings.HasPrefix(fp, "SHA256:") {
+			return fmt.Errorf("fingerprint %q: want the SHA256:... form that paradigm-relay fingerprint prints", fp)
+		}
 	}
 	switch c.Transport {
 	case "":

@@ -47,7 +47,7 @@ func New(cfg Config) (*Node, error) {
 		log:      cfg.Logger.With("playnode", cfg.Name),
 		key:      key,
 		services: map[string]Service{},
-		hello:    proto.Hello{Version: proto.Version, Playnode: cfg.Name, Software: "paradigm-node"},
+		hello:    proto.Hello{Version: proto.Version, Playnode: cfg.Name, Software: "paradigm-node", HostKeys: true},
 	}
 	for _, s := range cfg.Services {
 		n.services[s.Name] = s
@@ -226,6 +226,8 @@ func (n *Node) control(ctrl mux.Stream) error {
 			n.logWelcome("portaliases updated", m)
 		case *proto.Refuse:
 			return m
+		case *proto.HostKeys:
+			n.learnHostKeys(m) // rotation.go
 		default:
 			return fmt.Errorf("relay sent unexpected %T", m)
 		}

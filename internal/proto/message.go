@@ -31,7 +31,8 @@ const (
 	TypeHello   MsgType = 1 // playnode -> relay, first message on the control stream
 	TypeWelcome MsgType = 2 // relay -> playnode, the current portalias assignments
 	TypeRefuse  MsgType = 3 // relay -> playnode, last message before the relay closes
-	TypeEnroll  MsgType = 4 // playnode -> relay, before Hello, only from a node holding an enrollment token
+	TypeEnroll   MsgType = 4 // playnode -> relay, before Hello, only from a node holding an enrollment token
+	TypeHostKeys MsgType = 5 // relay -> playnode, after Welcome, only if Hello.HostKeys: the relay's next host key
 )
 
 func (t MsgType) String() string {
@@ -44,6 +45,8 @@ func (t MsgType) String() string {
 		return "refuse"
 	case TypeEnroll:
 		return "enroll"
+	case TypeHostKeys:
+		return "host-keys"
 	}
 	return fmt.Sprintf("type %d", uint8(t))
 }
@@ -67,7 +70,22 @@ type Hello struct {
 	Playnode string    `json:"playnode"`
 	Services []Service `json:"services"`
 	Software string    `json:"software,omitempty"` // free text such as "paradigm-node/1.2", for operators
+	// HostKeys says the node takes HostKeys messages; a relay sends none
+	// to a node that does not (an older one would end the session).
+	HostKeys bool `json:"host_keys,omitempty"`
 }
+
+// HostKeys tells a node the relay's next host key(s), in authorized_keys
+// form ("ssh-ed25519 AAAA..."), so that it trusts them once the operator
+// promotes one: it arrives over the session the node has authenticated,
+// so it is as trustworthy as the relay itself. Sent after the Welcome and
+// whenever the next key changes; an empty Next says there is none.
+type HostKeys struct {
+	Next []string `json:"next"`
+}
+
+// MaxHostKeys bounds HostKeys.Next.
+const MaxHostKeys = 4
 
 // Portalias is the relay port assigned to one service of the playnode.
 type Portalias struct {
@@ -140,6 +158,7 @@ func (*Hello) Type() MsgType   { return TypeHello }
 func (*Welcome) Type() MsgType { return TypeWelcome }
 func (*Refuse) Type() MsgType  { return TypeRefuse }
 func (*Enroll) Type() MsgType  { return TypeEnroll }
+func (*HostKeys) Type() MsgType { return TypeHostKeys }
 
 // Validate checks an Enroll before the relay acts on it.
 func (e *Enroll) Validate() error {
@@ -246,6 +265,8 @@ func ReadMessage(r io.Reader) (Message, error) {
 		m = new(Refuse)
 	case TypeEnroll:
 		m = new(Enroll)
+	case TypeHostKeys:
+		m = new(HostKeys)
 	default:
 		return nil, fmt.Errorf("read control message: %s unknown", t)
 	}

@@ -42,6 +42,7 @@ type Relay struct {
 	// is the one read last; it is taken before registry.mu.
 	enrollRate enrollLimiter
 	authMu     sync.Mutex
+	nextKeys   nextHostKeys // hostkey.go
 
 	authStamp store.Stamp // the authorized-nodes version New read
 

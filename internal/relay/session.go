@@ -30,6 +30,7 @@ type nodeSession struct {
 	mux       mux.Session
 	ctrl      mux.Stream
 	services  map[string]proto.Service // what its hello registered; fixed for the session
+	hostKeys  bool                     // its hello takes HostKeys (hostkey.go)
 	stats     map[string]*serviceStats // the counters of each service; set by registry.up
 	log       *slog.Logger
 	streams   streamLimit // connections forwarded at once, all portaliases
@@ -117,6 +118,7 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, tran
 	}
 	var portaliases []proto.Portalias
 	if err == nil {
+		s.hostKeys = hello.HostKeys
 		s.services = make(map[string]proto.Service, len(hello.Services))
 		for _, svc := range hello.Services {
 			s.services[svc.Name] = svc
@@ -150,6 +152,7 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, tran
 		old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + ms.RemoteAddr().String()})
 	}
 	s.sendWelcome(portaliases)
+	r.sendHostKeys(s) // hostkey.go
 	return s, nil
 }
 

@@ -30,6 +30,7 @@ func (r *Relay) watchAuthorized(ctx context.Context) {
 			r.reloadAuthorized(path)
 		}
 		r.retryUnbound()
+		r.pushHostKeys() // hostkey.go
 	}
 }
 
