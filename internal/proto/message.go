@@ -28,9 +28,9 @@ const headerLen = 5
 type MsgType uint8
 
 const (
-	TypeHello   MsgType = 1 // playnode -> relay, first message on the control stream
-	TypeWelcome MsgType = 2 // relay -> playnode, the current portalias assignments
-	TypeRefuse  MsgType = 3 // relay -> playnode, last message before the relay closes
+	TypeHello    MsgType = 1 // playnode -> relay, first message on the control stream
+	TypeWelcome  MsgType = 2 // relay -> playnode, the current portalias assignments
+	TypeRefuse   MsgType = 3 // relay -> playnode, last message before the relay closes
 	TypeEnroll   MsgType = 4 // playnode -> relay, before Hello, only from a node holding an enrollment token
 	TypeHostKeys MsgType = 5 // relay -> playnode, after Welcome, only if Hello.HostKeys: the relay's next host key
 )
@@ -154,10 +154,10 @@ type Refuse struct {
 	Reason string     `json:"reason"`
 }
 
-func (*Hello) Type() MsgType   { return TypeHello }
-func (*Welcome) Type() MsgType { return TypeWelcome }
-func (*Refuse) Type() MsgType  { return TypeRefuse }
-func (*Enroll) Type() MsgType  { return TypeEnroll }
+func (*Hello) Type() MsgType    { return TypeHello }
+func (*Welcome) Type() MsgType  { return TypeWelcome }
+func (*Refuse) Type() MsgType   { return TypeRefuse }
+func (*Enroll) Type() MsgType   { return TypeEnroll }
 func (*HostKeys) Type() MsgType { return TypeHostKeys }
 
 // Validate checks an Enroll before the relay acts on it.
