@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/mux"
 	"paradigm/internal/proto"
 )
 
@@ -152,10 +153,17 @@ func (n *Node) enrollUser() string {
 	return n.cfg.Name
 }
 
+// refusedKey stands for a key refused during authentication (no Refuse
+// message exists then).
+const refusedKey proto.RefuseCode = "unknown-key"
+
 // slowRetry reports whether err is a refusal that waits for the operator
 // (unknown token, name taken, pending, rejected, revoked): retrying every
 // few seconds would not change it.
 func slowRetry(err error) (proto.RefuseCode, bool) {
+	if errors.Is(err, mux.ErrKeyRefused) {
+		return refusedKey, true
+	}
 	var r *proto.Refuse
 	if !errors.As(err, &r) {
 		return "", false
@@ -174,6 +182,9 @@ func (n *Node) refusedHint(code proto.RefuseCode) []any {
 	switch code {
 	case proto.RefusePending:
 		return []any{"hint", "enrollment waits for the relay operator's approval", "key_fingerprint", fp, "on_relay", "paradigm-relay approve " + n.cfg.Name}
+	case refusedKey:
+		return []any{"hint", "the relay does not know this node's key", "key_fingerprint", fp,
+			"on_relay", fmt.Sprintf("paradigm-relay authorize %s '%s'", n.cfg.Name, identity.PublicLine(n.key.PublicKey(), n.cfg.Name))}
 	case proto.RefuseRevoked, proto.RefuseName:
 		return []any{"hint", "the relay does not accept this key for this playnode", "key_fingerprint", fp,
 			"on_relay", fmt.Sprintf("paradigm-relay authorize %s '%s'", n.cfg.Name, identity.PublicLine(n.key.PublicKey(), n.cfg.Name))}
