@@ -196,7 +196,7 @@ func (r *Relay) enroll(e *proto.Enroll, s *nodeSession) error {
 	}
 	r.reloadAuthorized(authPath)
 	s.playnode = e.Playnode
-	s.log = s.log.With("playnode", e.Playnode)
+	s.log = r.log.With("remote", remote.String(), "transport", s.transport, "playnode", e.Playnode)
 	r.reg.enrollment(EventEnrolled, e.Playnode, remote.String(), fp, tokenID)
 	r.log.Info("playnode enrolled", "playnode", e.Playnode, "fingerprint", fp, "remote", remote.String(), "token", tokenID)
 	return nil
