@@ -346,3 +346,45 @@ func TestHostKeyRotation(t *testing.T) {
 	f.relay.waitLog(t, 3, "playnode connected")
 	waitUntil(t, "all three devices back online with the new host key", allOnline)
 }
+
+// TestREADMEProvisioningExample follows README's "Provisioning a fleet":
+// its token create line and its image's node.conf as written (the relay's
+// address and fingerprint, the token and the key's path replaced by this
+// test's) enroll a device.
+func TestREADMEProvisioningExample(t *testing.T) {
+	t.Parallel()
+	f := newEnrollFleet(t, "ssh")
+	create := readmeBlock(t, "**On the server**, make a token")
+	line := strings.Split(create, "\n")[0]
+	if !strings.HasPrefix(line, "paradigm-relay token create --data /var/lib/paradigm-relay ") {
+		t.Fatalf("README's token create line %q does not start as expected", line)
+	}
+	line = strings.Replace(line, "paradigm-relay", relayBin, 1)
+	line = strings.Replace(line, "/var/lib/paradigm-relay", f.d.data, 1)
+	out := mustRun(t, "/bin/sh", "-c", line) // the README's quoting, as a shell reads it
+	tok := strings.TrimSpace(out)
+
+	conf := readmeBlock(t, "**In the image**")
+	dev := f.device(t, machineID(400))
+	key := filepath.Join(dev.dir, "node.key")
+	for old, new := range map[string]string{
+		"relay.example.com:4422":          f.relay.addr,
+		"SHA256:...":                      f.d.fingerprint,
+		"pdt_3f9a1c2e_...":                tok,
+		"/var/lib/paradigm-node/node.key": key,
+	} {
+		if !strings.Contains(conf, old) {
+			t.Fatalf("README's node.conf %q lacks %q", conf, old)
+		}
+		conf = strings.ReplaceAll(conf, old, new)
+	}
+	path := filepath.Join(dev.dir, "readme.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start(t, "node", nodeBin, "run", "--config", path, "--lock", filepath.Join(dev.dir, "readme.lock"),
+		"--machine-id-file", filepath.Join(dev.dir, "machine-id"))
+	name := "signage-" + dev.machineID[:8]
+	f.relay.waitLog(t, 1, "playnode enrolled", "playnode", name)
+	f.relay.waitLog(t, 1, "playnode connected", "playnode", name)
+}
