@@ -1,10 +1,18 @@
 package node
 
 import (
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"paradigm/internal/identity"
+	"paradigm/internal/proto"
 )
 
 func TestExpandName(t *testing.T) {
@@ -56,5 +64,47 @@ func TestEnrollKeyNeverOverwritten(t *testing.T) {
 	k2, created, err := loadOrCreateKey(path, true, "x")
 	if err != nil || created || string(k1.PublicKey().Marshal()) != string(k2.PublicKey().Marshal()) {
 		t.Fatalf("second start: created %v, err %v, same key %v", created, err, err == nil && string(k1.PublicKey().Marshal()) == string(k2.PublicKey().Marshal()))
+	}
+}
+
+// TestLearnHostKeys: the relay's next host key is recorded once beside the
+// node key and trusted from then on; non-ed25519 or too many keys are not.
+func TestLearnHostKeys(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Relay: "relay.example.com:4422", KeyFile: filepath.Join(dir, "node.key")}
+	n := &Node{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	next, err := identity.GenerateKey(filepath.Join(dir, "next"), "next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(next.PublicKey())))
+	remote := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4422}
+	if learnedHostKey(&n.cfg, remote, next.PublicKey()) {
+		t.Fatal("trusted before it was announced")
+	}
+	n.learnHostKeys(&proto.HostKeys{Next: []string{line, "ssh-rsa AAAA garbage"}})
+	n.learnHostKeys(&proto.HostKeys{Next: []string{line}})
+	data, err := os.ReadFile(cfg.KeyFile + ".known_hosts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(data), "ssh-ed25519"); got != 1 {
+		t.Fatalf("recorded %d keys:\n%s\nwant 1", got, data)
+	}
+	if !learnedHostKey(&n.cfg, remote, next.PublicKey()) {
+		t.Fatal("the announced key is not trusted")
+	}
+	other, _ := identity.GenerateKey(filepath.Join(dir, "other"), "other")
+	if learnedHostKey(&n.cfg, remote, other.PublicKey()) {
+		t.Fatal("a key never announced is trusted")
+	}
+	many := make([]string, proto.MaxHostKeys+1)
+	for i := range many {
+		k, _ := identity.GenerateKey(filepath.Join(dir, "k"+strconv.Itoa(i)), "k")
+		many[i] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k.PublicKey())))
+	}
+	n.learnHostKeys(&proto.HostKeys{Next: many})
+	if data2, _ := os.ReadFile(cfg.KeyFile + ".known_hosts"); string(data2) != string(data) {
+		t.Fatal("more than MaxHostKeys keys were recorded")
 	}
 }
