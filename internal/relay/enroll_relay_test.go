@@ -2,11 +2,16 @@ package relay_test
 
 import (
 	"context"
+	"errors"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"paradigm/internal/identity"
+	"paradigm/internal/mux"
 	"paradigm/internal/proto"
 	"paradigm/internal/relay"
 )
@@ -114,4 +119,44 @@ func TestEnrollProtocol(t *testing.T) {
 			t.Fatalf("known key with an enroll answered %#v, want a welcome", m)
 		}
 	})
+}
+
+// TestEnrollRateLimited attacks the enrollment rate: from one address, past
+// EnrollPerMinute attempts, an unknown key is refused during
+// authentication, before it can present a token; a known key is not
+// affected.
+func TestEnrollRateLimited(t *testing.T) {
+	cfg := relayConfig(t)
+	cfg.EnrollPerMinute = 3
+	knownKey, _ := authorize(t, cfg, "dev1")
+	r := startRelay(t, cfg, "ssh")
+	dial := func(keyFile, user string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		key, err := identity.LoadKey(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := net.Dial("tcp", r.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, err := mux.DialSSH(ctx, conn, &mux.SSHClientConfig{Key: key, User: user, HostKeyCallback: ssh.FixedHostKey(r.HostKey())})
+		if err == nil {
+			sess.Close()
+		}
+		return err
+	}
+	for i := range 20 {
+		err := dial(newKey(t, "x"), "x"+proto.EnrollUserSuffix)
+		switch {
+		case i < 3 && err != nil:
+			t.Fatalf("attempt %d refused: %v, want it let through to enroll", i+1, err)
+		case i >= 3 && !errors.Is(err, mux.ErrKeyRefused):
+			t.Fatalf("attempt %d: got %v, want the key refused", i+1, err)
+		}
+	}
+	if err := dial(knownKey, "dev1"+proto.EnrollUserSuffix); err != nil {
+		t.Fatalf("a known key from the same address: %v", err)
+	}
 }
