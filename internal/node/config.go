@@ -85,9 +85,10 @@ type Config struct {
 	// MachineIDFile is where a {machine-id} in Name is read; default
 	// DefaultMachineIDFile.
 	MachineIDFile string
-	// RefusedRetry is the wait between attempts while the relay refuses
-	// this node for a reason only its operator can change (unknown token,
-	// pending approval, name taken, revoked); default 2 minutes.
+	// RefusedRetry caps the wait between attempts while the relay refuses
+	// this node for a reason only its operator can change (unknown key or
+	// token, pending approval, name taken, revoked): the wait grows from
+	// half a second to it; default 2 minutes.
 	RefusedRetry time.Duration
 	Services     []Service
 	// Keepalive paces liveness checks both ways; a dead link is detected

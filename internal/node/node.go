@@ -72,6 +72,11 @@ func New(cfg Config) (*Node, error) {
 func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("node starting", "relay", n.cfg.Relay, "key_fingerprint", identity.Fingerprint(n.key.PublicKey()), "services", len(n.services), "procs", runtime.GOMAXPROCS(0))
 	b := backoff{max: n.cfg.BackoffMax}
+	// While the relay refuses this node for a reason only its operator can
+	// change, the wait grows the same way but up to RefusedRetry: the first
+	// retries are quick (an authorize typed just after the node started
+	// takes effect at once), later ones minutes apart.
+	refused := backoff{max: n.cfg.RefusedRetry}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		welcomed, err := n.connect(ctx)
@@ -85,11 +90,14 @@ func (n *Node) Run(ctx context.Context) error {
 			b.reset()
 			attempt = 1
 		}
-		delay := b.next()
+		var delay time.Duration
 		var hint []any
 		if code, slow := slowRetry(err); slow {
-			delay = max(delay, n.cfg.RefusedRetry)
+			delay = refused.next()
 			hint = n.refusedHint(code)
+		} else {
+			refused.reset()
+			delay = b.next()
 		}
 		n.log.Warn("disconnected from relay", append([]any{"err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String()}, hint...)...)
 		select {
