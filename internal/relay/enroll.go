@@ -109,6 +109,9 @@ func (r *Relay) firstMessage(ctrl mux.Stream, s *nodeSession) (*proto.Hello, err
 	e, ok := m.(*proto.Enroll)
 	if !ok {
 		if s.playnode == enrollingPeer {
+			remote := s.mux.RemoteAddr()
+			r.reg.enrollment(EventEnrollRefused, "", remote.String(), identity.Fingerprint(s.key), string(proto.RefuseProtocol))
+			r.throttle.Warn("enroll-refused", logthrottle.Source(remote), "enrollment refused", "fingerprint", identity.Fingerprint(s.key), "code", string(proto.RefuseProtocol), "err", "no enroll message")
 			return nil, &proto.Refuse{Code: proto.RefuseProtocol, Reason: fmt.Sprintf("first message is %T, want enroll", m)}
 		}
 		return validHello(m)

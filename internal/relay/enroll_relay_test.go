@@ -89,6 +89,9 @@ func TestEnrollProtocol(t *testing.T) {
 		// Without an Enroll first: refused.
 		m := enrollRaw(t, r, newKey(t, "a"), "a"+proto.EnrollUserSuffix, enrollHello("a"))
 		wantRefuse(t, m, proto.RefuseProtocol)
+		if e := next(relay.EventEnrollRefused); e.Reason != string(proto.RefuseProtocol) {
+			t.Errorf("event %+v, want reason protocol", e)
+		}
 
 		// A wrong token.
 		m = enrollRaw(t, r, newKey(t, "b"), "b"+proto.EnrollUserSuffix, enroll("b", tok+"x"), enrollHello("b"))

@@ -65,6 +65,8 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 		var refuse *proto.Refuse
 		switch {
 		case ctx.Err() != nil:
+		case errors.As(err, &refuse) && peer.Playnode == enrollingPeer:
+			r.reg.counters.refusal(string(refuse.Code)) // enroll.go published and logged it
 		case errors.As(err, &refuse):
 			r.reg.refused(peer.Playnode, ms.RemoteAddr().String(), transport, string(refuse.Code))
 			r.throttle.Warn("refused", logthrottle.Source(ms.RemoteAddr()), "playnode refused", "playnode", peer.Playnode, "remote", ms.RemoteAddr().String(), "transport", transport, "err", err)
