@@ -142,7 +142,7 @@ func (d *deployment) serveOn(t *testing.T, transport, listen, quicListen string)
 // r with r's transport.
 func (d *deployment) nodeArgs(r *relayProc, name, key string, services ...string) []string {
 	args := []string{"--log-format", "json", "run", "--relay", r.addr, "--fingerprint", d.fingerprint,
-		"--key", key, "--name", name, "--lock", filepath.Join(d.dir, name+".lock"), "--backoff-max", "1s"}
+		"--key", key, "--name", name, "--lock", filepath.Join(d.dir, name+".lock"), "--backoff-max", "1s", "--refused-retry", "1s"}
 	if r.transport != "" {
 		args = append(args, "--transport", r.transport)
 	}

@@ -70,6 +70,7 @@ func newApp() *cli.App {
 			lsCommand(),
 			sshConfigCommand(),
 			aliasCommand(),
+			tokenCommand(), pendingCommand(), approveCommand(), rejectCommand(), nodesCommand(), revokeCommand(), hostkeyCommand(), // enroll.go
 			{
 				Name:  "demo",
 				Usage: "run a relay and a playnode on loopback with a sample web service, and print the portalias to try",
@@ -126,6 +127,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "store-ca", Usage: "PEM file of the CA that signed etcd's certificate (turns TLS on)", EnvVars: []string{"PARADIGM_RELAY_STORE_CA"}},
 			&cli.StringFlag{Name: "store-cert", Usage: "PEM client certificate for etcd's TLS client authentication (with --store-key)", EnvVars: []string{"PARADIGM_RELAY_STORE_CERT"}},
 			&cli.StringFlag{Name: "store-key", Usage: "PEM private key of --store-cert", EnvVars: []string{"PARADIGM_RELAY_STORE_KEY"}},
+			&cli.IntFlag{Name: "enroll-per-minute", Value: relay.DefaultEnrollPerMinute, Usage: "enrollment attempts one source address may make at once and per minute", EnvVars: []string{"PARADIGM_RELAY_ENROLL_PER_MINUTE"}},
 			&cli.IntFlag{Name: "procs", Value: 0, DefaultText: "0: all CPUs", Usage: "CPUs running the relay's Go code at once (GOMAXPROCS), 0 for all", EnvVars: []string{"PARADIGM_RELAY_PROCS"}},
 			&cli.StringFlag{Name: "admin", Value: admin.DefaultListen, Usage: "address of the admin endpoint (JSON API, events, metrics, status page); \"\" turns it off; anything but loopback needs --admin-token-file", EnvVars: []string{"PARADIGM_RELAY_ADMIN"}},
 			adminTokenFlag(),
@@ -174,6 +176,7 @@ func serveCommand() *cli.Command {
 				MaxStreamsPerPortalias: c.Int("max-streams-per-portalias"),
 				MaxPortaliasesPerNode:  c.Int("max-portaliases-per-node"),
 				Store:                  st,
+				EnrollPerMinute:        c.Int("enroll-per-minute"),
 				Logger:                 log,
 			})
 			if err != nil {

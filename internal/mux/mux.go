@@ -54,6 +54,10 @@ var (
 	// ErrNotSSH means the peer's first bytes were not an SSH version line
 	// (a port scanner, an HTTP client, a misconfigured node).
 	ErrNotSSH = errors.New("not an ssh client")
+	// ErrKeyRefused is matched by a dial error when the relay refused the
+	// node's key during authentication (unknown, revoked, or an enrollment
+	// over its rate), as opposed to a network or handshake failure.
+	ErrKeyRefused = errors.New("relay refused the node key")
 )
 
 // Options tune a Session; the zero value is the defaults.

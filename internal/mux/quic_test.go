@@ -194,6 +194,9 @@ func TestQUICUnauthorizedKey(t *testing.T) {
 	if !errors.As(err, &appErr) || !appErr.Remote || !strings.Contains(appErr.ErrorMessage, "not authorized") {
 		t.Errorf("DialQUIC with an unauthorized key: got %v, want the relay's refusal", err)
 	}
+	if !errors.Is(err, mux.ErrKeyRefused) {
+		t.Errorf("DialQUIC with an unauthorized key: got %v, want ErrKeyRefused", err)
+	}
 	r := e.result(t)
 	if !errors.Is(r.err, errUnauthorized) || !errors.Is(r.err, mux.ErrPeerHandshake) {
 		t.Errorf("Accept: got %v, want Authorize's error matching ErrPeerHandshake", r.err)

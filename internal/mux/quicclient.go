@@ -104,6 +104,9 @@ func dialQUIC(ctx context.Context, pconn net.PacketConn, raddr net.Addr, cfg *QU
 	if err := awaitAuth(hctx, conn); err != nil {
 		conn.CloseWithError(quicCodeClosed, "")
 		tr.Close()
+		if app := (*quic.ApplicationError)(nil); errors.As(err, &app) && app.Remote && app.ErrorCode == quicCodeRefused {
+			err = fmt.Errorf("%w: %w", ErrKeyRefused, err)
+		}
 		return nil, fmt.Errorf("quic auth with relay %s: %w", addr, err)
 	}
 	s := newQUICSession(conn)

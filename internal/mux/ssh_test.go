@@ -371,8 +371,8 @@ func TestSSHUnauthorizedKey(t *testing.T) {
 	e := newSSHEnv(t)
 	e.client.Key = newSigner(t)
 	e.accept(t)
-	if _, err := e.dial(t, e.ln.Addr().String()); err == nil {
-		t.Error("DialSSH with an unauthorized key: got nil error")
+	if _, err := e.dial(t, e.ln.Addr().String()); !errors.Is(err, mux.ErrKeyRefused) {
+		t.Errorf("DialSSH with an unauthorized key: got %v, want ErrKeyRefused", err)
 	}
 	if r := e.result(t); !errors.Is(r.err, errUnauthorized) {
 		t.Errorf("AcceptSSH: got %v, want Authorize's error", r.err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -62,10 +63,18 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 		return nil, fmt.Errorf("%s with relay %s: %w", step, addr, err)
 	}
 
+	// offered: the handshake got as far as offering the key, so a failure
+	// of NewClientConn after it, with the connection still up, is the
+	// relay refusing the key (x/crypto/ssh words it "unable to
+	// authenticate" and has no error type for it).
+	var offered bool
 	sshCfg := &ssh.ClientConfig{
-		Config:            ssh.Config{Ciphers: preferredCiphers()},
-		User:              cfg.User,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Key)},
+		Config: ssh.Config{Ciphers: preferredCiphers()},
+		User:   cfg.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
+			offered = true
+			return []ssh.Signer{cfg.Key}, nil
+		})},
 		HostKeyCallback:   cfg.HostKeyCallback,
 		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
 		ClientVersion:     sshVersion,
@@ -73,6 +82,9 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 	ac := newActivityConn(&pacedConn{conn, pace}, conn)
 	cc, chans, reqs, err := ssh.NewClientConn(ac, addr, sshCfg)
 	if err != nil {
+		if offered && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isNetError(err) {
+			err = fmt.Errorf("%w: %w", ErrKeyRefused, err)
+		}
 		return fail("ssh handshake", err)
 	}
 	// The relay sends nothing before it answers the channel open.
@@ -108,4 +120,10 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 	}
 	sess.Store(s)
 	return s, nil
+}
+
+// isNetError reports a transport failure (reset, timeout, closed).
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, net.ErrClosed)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"paradigm/internal/mux"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,6 +59,9 @@ func ParseService(s string) (Service, error) {
 const (
 	DefaultKeepalive  = mux.DefaultKeepalive
 	DefaultBackoffMax = 30 * time.Second
+	// DefaultRefusedRetry caps the wait while the relay refuses the node
+	// for a reason only its operator can change.
+	DefaultRefusedRetry = 2 * time.Minute
 )
 
 // Config is everything Run needs; cmd/node fills it from flags and the
@@ -67,6 +71,9 @@ type Config struct {
 	Relay string
 	// Fingerprint pins the relay's host key ("SHA256:...").
 	Fingerprint string
+	// Fingerprints pins more host keys, any of which the relay may present
+	// (a fleet image carrying the current and the next key).
+	Fingerprints []string
 	// KnownHosts is an OpenSSH known_hosts file to verify the relay with.
 	KnownHosts string
 	// TrustOnFirstUse records the relay's key in KnownHosts on the first
@@ -78,9 +85,22 @@ type Config struct {
 	// TransportQUIC over UDP (same address and port number), or
 	// TransportAuto: QUIC when it works, SSH when UDP is blocked.
 	Transport string
-	// Name is the playnode name; the relay binds it to the key.
-	Name     string
-	Services []Service
+	// Name is the playnode name; the relay binds it to the key. It may be a
+	// template (see ExpandName), expanded once by New.
+	Name string
+	// EnrollToken, when set, is presented to a relay that does not know
+	// this node's key yet, to bind it to Name; with it a missing KeyFile is
+	// created.
+	EnrollToken string
+	// MachineIDFile is where a {machine-id} in Name is read; default
+	// DefaultMachineIDFile.
+	MachineIDFile string
+	// RefusedRetry caps the wait between attempts while the relay refuses
+	// this node for a reason only its operator can change (unknown key or
+	// token, pending approval, name taken, revoked): the wait grows from
+	// half a second to it; default 2 minutes.
+	RefusedRetry time.Duration
+	Services     []Service
 	// Keepalive paces liveness checks both ways; a dead link is detected
 	// within 2.25 times this (see mux.Options.Keepalive).
 	Keepalive time.Duration
@@ -110,8 +130,16 @@ func (c *Config) setDefaults() error {
 	if c.KeyFile == "" {
 		return errors.New("no key file given (--key FILE; create one with paradigm-node keygen)")
 	}
-	if err := proto.ValidateName("playnode", c.Name); err != nil {
+	name, err := ExpandName(c.Name, NameSources{MachineIDFile: c.MachineIDFile})
+	if err != nil {
 		return err
+	}
+	c.Name = name
+	if len(c.EnrollToken) > proto.MaxTokenLen {
+		return fmt.Errorf("enrollment token of %d bytes, the limit is %d", len(c.EnrollToken), proto.MaxTokenLen)
+	}
+	if c.RefusedRetry <= 0 {
+		c.RefusedRetry = DefaultRefusedRetry
 	}
 	if len(c.Services) == 0 {
 		return errors.New("no service given (--service NAME=[HOST:]PORT)")
@@ -126,14 +154,22 @@ func (c *Config) setDefaults() error {
 		}
 		seen[s.Name] = true
 	}
+	if c.Fingerprint != "" && !slices.Contains(c.Fingerprints, c.Fingerprint) {
+		c.Fingerprints = append(c.Fingerprints, c.Fingerprint)
+	}
+	if c.Fingerprint == "" && len(c.Fingerprints) > 0 {
+		c.Fingerprint = c.Fingerprints[0]
+	}
 	if c.Fingerprint == "" && c.KnownHosts == "" {
 		return errors.New("no way to verify the relay's host key: give --fingerprint SHA256:..., or --known-hosts FILE (with --trust-on-first-use to record the key seen first)")
 	}
 	if c.TrustOnFirstUse && c.KnownHosts == "" {
 		return errors.New("--trust-on-first-use needs --known-hosts FILE to record the relay's key in")
 	}
-	if c.Fingerprint != "" && !strings.HasPrefix(c.Fingerprint, "SHA256:") {
-		return fmt.Errorf("fingerprint %q: want the SHA256:... form that paradigm-relay fingerprint prints", c.Fingerprint)
+	for _, fp := range c.Fingerprints {
+		if !strings.HasPrefix(fp, "SHA256:") {
+			return fmt.Errorf("fingerprint %q: want the SHA256:... form that paradigm-relay fingerprint prints", fp)
+		}
 	}
 	switch c.Transport {
 	case "":

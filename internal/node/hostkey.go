@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
@@ -24,11 +26,18 @@ var ErrHostKey = errors.New("relay host key not trusted")
 // one, so a relay whose IP changes keeps verifying.
 func hostKeyCallback(cfg *Config, log *slog.Logger) ssh.HostKeyCallback {
 	var mu sync.Mutex // serialises first-use recording
+	pins := slices.Clone(cfg.Fingerprints)
+	if cfg.Fingerprint != "" && !slices.Contains(pins, cfg.Fingerprint) {
+		pins = append(pins, cfg.Fingerprint)
+	}
 	return func(_ string, remote net.Addr, key ssh.PublicKey) error {
 		fp := identity.Fingerprint(key)
-		if cfg.Fingerprint != "" {
-			if fp != cfg.Fingerprint {
-				return fmt.Errorf("%w: relay %s presented %s, the pinned fingerprint is %s", ErrHostKey, cfg.Relay, fp, cfg.Fingerprint)
+		if learnedHostKey(cfg, remote, key) { // rotation.go
+			return nil
+		}
+		if len(pins) > 0 {
+			if !slices.Contains(pins, fp) {
+				return fmt.Errorf("%w: relay %s presented %s, the pinned fingerprint is %s", ErrHostKey, cfg.Relay, fp, strings.Join(pins, " or "))
 			}
 			return nil
 		}

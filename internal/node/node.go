@@ -36,16 +36,19 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	key, err := identity.LoadKey(cfg.KeyFile)
+	key, created, err := loadOrCreateKey(cfg.KeyFile, cfg.EnrollToken != "", cfg.Name)
 	if err != nil {
 		return nil, err
+	}
+	if created {
+		cfg.Logger.Info("node key created for enrollment", "key", cfg.KeyFile, "key_fingerprint", identity.Fingerprint(key.PublicKey()))
 	}
 	n := &Node{
 		cfg:      cfg,
 		log:      cfg.Logger.With("playnode", cfg.Name),
 		key:      key,
 		services: map[string]Service{},
-		hello:    proto.Hello{Version: proto.Version, Playnode: cfg.Name, Software: "paradigm-node"},
+		hello:    proto.Hello{Version: proto.Version, Playnode: cfg.Name, Software: "paradigm-node", HostKeys: true},
 		streams:  &streamLimit{max: int64(cfg.MaxStreams)},
 	}
 	for _, s := range cfg.Services {
@@ -71,6 +74,11 @@ func New(cfg Config) (*Node, error) {
 func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("node starting", "relay", n.cfg.Relay, "key_fingerprint", identity.Fingerprint(n.key.PublicKey()), "services", len(n.services), "procs", runtime.GOMAXPROCS(0))
 	b := backoff{max: n.cfg.BackoffMax}
+	// While the relay refuses this node for a reason only its operator can
+	// change, the wait grows the same way but up to RefusedRetry: the first
+	// retries are quick (an authorize typed just after the node started
+	// takes effect at once), later ones minutes apart.
+	refused := backoff{max: n.cfg.RefusedRetry}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		welcomed, err := n.connect(ctx)
@@ -84,8 +92,16 @@ func (n *Node) Run(ctx context.Context) error {
 			b.reset()
 			attempt = 1
 		}
-		delay := b.next()
-		n.log.Warn("disconnected from relay", "err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String())
+		var delay time.Duration
+		var hint []any
+		if code, slow := slowRetry(err); slow {
+			delay = refused.next()
+			hint = n.refusedHint(code)
+		} else {
+			refused.reset()
+			delay = b.next()
+		}
+		n.log.Warn("disconnected from relay", append([]any{"err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String()}, hint...)...)
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
@@ -174,6 +190,14 @@ func (n *Node) greet(ctx context.Context, ctrl mux.Stream, transport string) err
 		ctrl.SetDeadline(dl)
 		defer ctrl.SetDeadline(time.Time{})
 	}
+	if n.cfg.EnrollToken != "" {
+		// Before the hello, in the same flight; a relay that knows this key
+		// ignores it.
+		e := &proto.Enroll{Version: proto.Version, Playnode: n.cfg.Name, Token: n.cfg.EnrollToken}
+		if err := proto.WriteMessage(ctrl, e); err != nil {
+			return fmt.Errorf("send enroll: %w", err)
+		}
+	}
 	if err := proto.WriteMessage(ctrl, &n.hello); err != nil {
 		// A relay that refuses the hello closes at once, which can fail
 		// the write after the hello went out; its refusal is buffered.
@@ -212,6 +236,8 @@ func (n *Node) control(ctrl mux.Stream) error {
 			n.logWelcome("portaliases updated", m)
 		case *proto.Refuse:
 			return m
+		case *proto.HostKeys:
+			n.learnHostKeys(m) // rotation.go
 		default:
 			return fmt.Errorf("relay sent unexpected %T", m)
 		}

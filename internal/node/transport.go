@@ -88,7 +88,7 @@ func (n *Node) dialSSH(ctx context.Context) (mux.Session, error) {
 	}
 	s, err := mux.DialSSH(ctx, conn, &mux.SSHClientConfig{
 		Key:              n.key,
-		User:             n.cfg.Name,
+		User:             n.enrollUser(),
 		HostKeyCallback:  n.hostKey,
 		Addr:             n.cfg.Relay,
 		HandshakeTimeout: n.cfg.HandshakeTimeout,
@@ -114,7 +114,7 @@ func (n *Node) dialQUIC(ctx context.Context, timeout time.Duration) (mux.Session
 	}
 	s, err := mux.DialQUIC(ctx, pconn, raddr, &mux.QUICClientConfig{
 		Key:              n.quicKey,
-		User:             n.cfg.Name,
+		User:             n.enrollUser(),
 		HostKeyCallback:  n.hostKey,
 		Addr:             n.cfg.Relay,
 		HandshakeTimeout: timeout,

@@ -36,9 +36,45 @@
 //
 // Frames on the control stream:
 //
-//	type    (1 byte)  TypeHello=1, TypeWelcome=2, TypeRefuse=3
+//	type    (1 byte)  TypeHello=1, TypeWelcome=2, TypeRefuse=3, TypeEnroll=4, TypeHostKeys=5
 //	length  (4 bytes) uint32 big-endian, length of payload, at most MaxMessageSize
-//	payload (length bytes) JSON of Hello, Welcome or Refuse
+//	payload (length bytes) JSON of Hello, Welcome, Refuse, Enroll or HostKeys
+//
+// # Enrollment
+//
+// A node that holds an enrollment token (and maybe a key the relay has never
+// seen) authenticates as user NAME+enroll (EnrollUserSuffix; over QUIC the
+// certificate's CommonName). A relay that does not know the key accepts it
+// for that user only, and only to read an Enroll; without the suffix an
+// unknown key is refused during authentication, as before. The token travels
+// inside the encrypted channel, after the node has checked the relay's host
+// key.
+//
+//	playnode                                relay
+//	   |---- SSH/QUIC, user NAME+enroll ------>|  unknown key: "enrolling"
+//	   |---- opens stream 1 (control) -------->|
+//	   |---- Enroll{version, playnode, token} >|  token hash compared in constant
+//	   |---- Hello{...} ---------------------->|  time; key bound to the name
+//	   |<--- Welcome{portaliases} -------------|  then the session goes on as any
+//	   |<--- or Refuse{token | name-taken | ---|  other; a known key's Enroll is
+//	   |        pending | rejected | rate}     |  ignored
+//
+// The Enroll is a message only a node that asked for enrollment (by its user
+// name) sends, so TypeEnroll=4 extends version 1 rather than changing it: an
+// older relay never accepts such a node's unknown key in the first place.
+//
+// # Relay host key rotation
+//
+// A node that sets Hello.HostKeys takes HostKeys{next} on the control
+// stream, after its Welcome and whenever the relay's next host key changes.
+// It records the keys in a known_hosts file beside its own key and trusts
+// them besides its pinned fingerprints, so that the operator can promote the
+// next key without losing a device. A relay sends HostKeys to no other node.
+//
+//	playnode                                relay
+//	   |---- Hello{..., host_keys: true} ---->|
+//	   |<--- Welcome{portaliases} ------------|
+//	   |<--- HostKeys{next: [ssh-ed25519 ..]} |  also later: hostkey next
 //
 // The length is checked before the payload is allocated. Unknown JSON fields
 // are ignored, so a field may be added without breaking older peers; an
@@ -64,5 +100,7 @@
 //
 // Any change to the bytes above (a frame layout, a type or status number, a
 // field's meaning) bumps Version, or StreamVersion for the stream header. A
-// new optional JSON field does not.
+// new optional JSON field does not, nor a new message type sent only to a
+// peer that asked for it (TypeEnroll, by its user name; TypeHostKeys, by
+// Hello.HostKeys).
 package proto

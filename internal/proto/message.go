@@ -28,9 +28,11 @@ const headerLen = 5
 type MsgType uint8
 
 const (
-	TypeHello   MsgType = 1 // playnode -> relay, first message on the control stream
-	TypeWelcome MsgType = 2 // relay -> playnode, the current portalias assignments
-	TypeRefuse  MsgType = 3 // relay -> playnode, last message before the relay closes
+	TypeHello    MsgType = 1 // playnode -> relay, first message on the control stream
+	TypeWelcome  MsgType = 2 // relay -> playnode, the current portalias assignments
+	TypeRefuse   MsgType = 3 // relay -> playnode, last message before the relay closes
+	TypeEnroll   MsgType = 4 // playnode -> relay, before Hello, only from a node holding an enrollment token
+	TypeHostKeys MsgType = 5 // relay -> playnode, after Welcome, only if Hello.HostKeys: the relay's next host key
 )
 
 func (t MsgType) String() string {
@@ -41,11 +43,15 @@ func (t MsgType) String() string {
 		return "welcome"
 	case TypeRefuse:
 		return "refuse"
+	case TypeEnroll:
+		return "enroll"
+	case TypeHostKeys:
+		return "host-keys"
 	}
 	return fmt.Sprintf("type %d", uint8(t))
 }
 
-// Message is one control message: *Hello, *Welcome or *Refuse.
+// Message is one control message: *Hello, *Welcome, *Refuse or *Enroll.
 type Message interface {
 	Type() MsgType
 }
@@ -64,7 +70,22 @@ type Hello struct {
 	Playnode string    `json:"playnode"`
 	Services []Service `json:"services"`
 	Software string    `json:"software,omitempty"` // free text such as "paradigm-node/1.2", for operators
+	// HostKeys says the node takes HostKeys messages; a relay sends none
+	// to a node that does not (an older one would end the session).
+	HostKeys bool `json:"host_keys,omitempty"`
 }
+
+// HostKeys tells a node the relay's next host key(s), in authorized_keys
+// form ("ssh-ed25519 AAAA..."), so that it trusts them once the operator
+// promotes one: it arrives over the session the node has authenticated,
+// so it is as trustworthy as the relay itself. Sent after the Welcome and
+// whenever the next key changes; an empty Next says there is none.
+type HostKeys struct {
+	Next []string `json:"next"`
+}
+
+// MaxHostKeys bounds HostKeys.Next.
+const MaxHostKeys = 4
 
 // Portalias is the relay port assigned to one service of the playnode.
 type Portalias struct {
@@ -93,7 +114,37 @@ const (
 	RefuseRevoked  RefuseCode = "revoked"  // the key was revoked
 	RefuseShutdown RefuseCode = "shutdown" // the relay is stopping
 	RefuseProtocol RefuseCode = "protocol" // the playnode broke the protocol
+
+	// Enrollment refusals; the node retries slowly (see Enroll).
+	RefuseToken     RefuseCode = "token"      // the token is unknown, expired, used up, or does not admit the name
+	RefuseNameTaken RefuseCode = "name-taken" // the name is bound to another key; the token was not used
+	RefusePending   RefuseCode = "pending"    // the enrollment waits for the operator's approval
+	RefuseRejected  RefuseCode = "rejected"   // the operator rejected this key's enrollment
+	RefuseRate      RefuseCode = "rate"       // too many enrollment attempts from this address
 )
+
+// EnrollUserSuffix ends the SSH user name (or the QUIC certificate's
+// CommonName) of a node that holds an enrollment token: NAME+enroll. A relay
+// that does not know the node's key accepts the key only for such a user,
+// and then expects an Enroll before the Hello. '+' is not allowed in names,
+// so the suffix cannot be part of one.
+const EnrollUserSuffix = "+enroll"
+
+// MaxTokenLen bounds Enroll.Token.
+const MaxTokenLen = 128
+
+// Enroll asks the relay to bind the session's key to Playnode with an
+// enrollment token. A node holding a token sends it before its Hello on
+// every connection; a relay that already knows the key ignores it. On
+// success the relay says nothing and reads the Hello; otherwise it sends a
+// Refuse (RefuseToken, RefuseNameTaken, RefusePending, ...). It travels only
+// inside the transport's encryption, after the node verified the relay's
+// host key.
+type Enroll struct {
+	Version  int    `json:"version"`
+	Playnode string `json:"playnode"`
+	Token    string `json:"token"`
+}
 
 // Refuse is the relay's last word before it closes the session. It is an
 // error, so a node can return it as is and callers can match it with
@@ -103,9 +154,25 @@ type Refuse struct {
 	Reason string     `json:"reason"`
 }
 
-func (*Hello) Type() MsgType   { return TypeHello }
-func (*Welcome) Type() MsgType { return TypeWelcome }
-func (*Refuse) Type() MsgType  { return TypeRefuse }
+func (*Hello) Type() MsgType    { return TypeHello }
+func (*Welcome) Type() MsgType  { return TypeWelcome }
+func (*Refuse) Type() MsgType   { return TypeRefuse }
+func (*Enroll) Type() MsgType   { return TypeEnroll }
+func (*HostKeys) Type() MsgType { return TypeHostKeys }
+
+// Validate checks an Enroll before the relay acts on it.
+func (e *Enroll) Validate() error {
+	if e.Version != Version {
+		return fmt.Errorf("enroll version %d, relay speaks version %d", e.Version, Version)
+	}
+	if err := ValidateName("playnode", e.Playnode); err != nil {
+		return err
+	}
+	if e.Token == "" || len(e.Token) > MaxTokenLen {
+		return fmt.Errorf("enrollment token of %d bytes: want 1 to %d", len(e.Token), MaxTokenLen)
+	}
+	return nil
+}
 
 func (r *Refuse) Error() string {
 	return fmt.Sprintf("relay refused: %s: %s", r.Code, r.Reason)
@@ -196,6 +263,10 @@ func ReadMessage(r io.Reader) (Message, error) {
 		m = new(Welcome)
 	case TypeRefuse:
 		m = new(Refuse)
+	case TypeEnroll:
+		m = new(Enroll)
+	case TypeHostKeys:
+		m = new(HostKeys)
 	default:
 		return nil, fmt.Errorf("read control message: %s unknown", t)
 	}

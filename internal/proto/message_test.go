@@ -61,6 +61,8 @@ func TestWireConstants(t *testing.T) {
 		{"TypeHello", int(TypeHello), 1},
 		{"TypeWelcome", int(TypeWelcome), 2},
 		{"TypeRefuse", int(TypeRefuse), 3},
+		{"TypeEnroll", int(TypeEnroll), 4},
+		{"TypeHostKeys", int(TypeHostKeys), 5},
 		{"Version", Version, 1},
 		{"MaxMessageSize", MaxMessageSize, 65536},
 		{"MaxServices", MaxServices, 64},
@@ -78,6 +80,9 @@ var goldenMessages = []struct {
 	{"hello.golden", &Hello{Version: 1, Playnode: "kiosk-7", Services: []Service{{"ssh", 22}, {"web", 8080}}, Software: "paradigm-node/0.1"}},
 	{"welcome.golden", &Welcome{Version: 1, Playnode: "kiosk-7", Portaliases: []Portalias{{"ssh", 40001}, {"web", 40002}}}},
 	{"refuse.golden", &Refuse{Code: RefuseReplaced, Reason: "a newer session of kiosk-7 took over"}},
+	{"host_keys.golden", &HostKeys{Next: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6MJcIWDGrC9y4DWwk+CnVUWOiHW0MZLLcQu9nMvKn6"}}},
+	{"enroll.golden", &Enroll{Version: 1, Playnode: "signage-3f9a1c2e", Token: "pdt_3f9a1c2e_c2VjcmV0LW5vdC1hLXJlYWwtdG9rZW4tanVzdC1hLXRlc3Q"}},
+	{"refuse_pending.golden", &Refuse{Code: RefusePending, Reason: "enrollment of signage-3f9a1c2e waits for approval on the relay"}},
 }
 
 func TestMessageGoldenAndRoundTrip(t *testing.T) {

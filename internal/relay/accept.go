@@ -157,6 +157,9 @@ func (r *Relay) acceptQUIC(ctx context.Context) {
 func (r *Relay) authorize(remote net.Addr, user string, key ssh.PublicKey) (string, error) {
 	name, ok := r.reg.authorized(key.Marshal())
 	if !ok {
+		if name, ok := r.authorizeEnrolling(remote, user, key); ok { // enroll.go
+			return name, nil
+		}
 		r.reg.counters.authFailed.Add(1)
 		r.throttle.Warn("unknown-key", logthrottle.Source(remote), "unknown node key refused", "remote", remote.String(), "user", user,
 			"fingerprint", identity.Fingerprint(key), "authorize", fmt.Sprintf("paradigm-relay authorize --data %s %s '%s'", r.cfg.DataDir, safeUser(user), identity.PublicLine(key, "")))

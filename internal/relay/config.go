@@ -85,6 +85,10 @@ type Config struct {
 	// StreamOpenTimeout bounds opening a stream to the playnode for a new
 	// connection to a portalias.
 	StreamOpenTimeout time.Duration
+	// EnrollPerMinute bounds the enrollment attempts of one source address:
+	// a burst of this many, then this many a minute. Default
+	// DefaultEnrollPerMinute.
+	EnrollPerMinute int
 	// Store holds the portalias assignments; nil means the flat file
 	// DataDir/portaliases, checked for edits every ReloadInterval.
 	Store  store.Store
@@ -134,6 +138,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxPortaliasesPerNode <= 0 {
 		c.MaxPortaliasesPerNode = DefaultMaxPortaliasesPerNode
+	}
+	if c.EnrollPerMinute <= 0 {
+		c.EnrollPerMinute = DefaultEnrollPerMinute
 	}
 	if c.ReloadInterval <= 0 {
 		c.ReloadInterval = DefaultReloadInterval

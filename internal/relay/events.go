@@ -37,6 +37,15 @@ const (
 	// EventRefused: a playnode that had authenticated was refused
 	// (Reason is the refusal code; Playnode and Remote set).
 	EventRefused EventKind = "refused"
+	// EventEnrolled: a new key was bound to Playnode with an enrollment
+	// token (Reason is the token's id; Remote, Fingerprint set).
+	EventEnrolled EventKind = "enrolled"
+	// EventEnrollPending: an enrollment waits in the pending list for the
+	// operator (Reason is the token's id).
+	EventEnrollPending EventKind = "enroll-pending"
+	// EventEnrollRefused: an enrollment was refused (Reason is the refusal
+	// code: token, name-taken, rejected, rate, protocol).
+	EventEnrollRefused EventKind = "enroll-refused"
 	// EventLost: this subscriber fell behind and missed Missed events;
 	// its view must be rebuilt from a Snapshot.
 	EventLost EventKind = "lost"

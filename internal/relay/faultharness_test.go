@@ -140,7 +140,7 @@ func faultStartNode(t testing.TB, r *faultRelay, relayAddr, name, keyFile, targe
 	lg, buf := faultLogger(t, "node "+name, level)
 	cfg := node.Config{Relay: relayAddr, Fingerprint: identity.Fingerprint(r.HostKey()), KeyFile: keyFile,
 		Name: name, Services: []node.Service{{Name: "svc", Addr: target}}, Keepalive: faultKeepalive,
-		BackoffMax: faultBackoff, HandshakeTimeout: faultHandshake, Logger: lg}
+		BackoffMax: faultBackoff, RefusedRetry: faultBackoff, HandshakeTimeout: faultHandshake, Logger: lg}
 	if tune != nil {
 		tune(&cfg)
 	}

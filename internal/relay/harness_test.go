@@ -183,14 +183,15 @@ func authorize(t *testing.T, cfg relay.Config, name string) (keyFile string, key
 func (r *testRelay) nodeConfig(t *testing.T, name, keyFile string, services ...string) node.Config {
 	t.Helper()
 	cfg := node.Config{
-		Relay:       r.Addr().String(),
-		Fingerprint: identity.Fingerprint(r.HostKey()),
-		KeyFile:     keyFile,
-		Transport:   r.transport,
-		Name:        name,
-		Keepalive:   testKeepalive,
-		BackoffMax:  testBackoff,
-		MaxStreams:  128, // TestConcurrentConnections forwards 100 at once
+		Relay:        r.Addr().String(),
+		Fingerprint:  identity.Fingerprint(r.HostKey()),
+		KeyFile:      keyFile,
+		Transport:    r.transport,
+		Name:         name,
+		Keepalive:    testKeepalive,
+		BackoffMax:   testBackoff,
+		RefusedRetry: testBackoff, // refused nodes retry as fast as others here
+		MaxStreams:   128,         // TestConcurrentConnections forwards 100 at once
 	}
 	for _, s := range services {
 		svc, err := node.ParseService(s)

@@ -222,6 +222,19 @@ func (g *registry) session(playnode string) *nodeSession {
 	return nil
 }
 
+// sessions returns every online session.
+func (g *registry) sessions() []*nodeSession {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*nodeSession
+	for _, p := range g.playnodes {
+		if p.session != nil {
+			out = append(out, p.session)
+		}
+	}
+	return out
+}
+
 // setAuth installs a new authorized-nodes set and returns the sessions whose
 // key it no longer binds to their playnode, for the caller to end.
 func (g *registry) setAuth(set *authorizedSet) (revoked []*nodeSession) {

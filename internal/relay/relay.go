@@ -37,6 +37,13 @@ type Relay struct {
 	hsSlots chan struct{}     // bounds handshakes in progress
 	unauth  unauthCounter     // connections not yet authenticated, by source address
 
+	// Enrollment (enroll.go). authMu serialises reading the authorized-nodes
+	// file with installing it (reloadAuthorized), so the set installed last
+	// is the one read last; it is taken before registry.mu.
+	enrollRate enrollLimiter
+	authMu     sync.Mutex
+	nextKeys   nextHostKeys // hostkey.go
+
 	authStamp store.Stamp // the authorized-nodes version New read
 
 	// applyMu serialises committing assignments to the store with applying

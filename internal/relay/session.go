@@ -30,6 +30,7 @@ type nodeSession struct {
 	mux       mux.Session
 	ctrl      mux.Stream
 	services  map[string]proto.Service // what its hello registered; fixed for the session
+	hostKeys  bool                     // its hello takes HostKeys (hostkey.go)
 	stats     map[string]*serviceStats // the counters of each service; set by registry.up
 	log       *slog.Logger
 	streams   streamLimit // connections forwarded at once, all portaliases
@@ -69,6 +70,8 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 		var refuse *proto.Refuse
 		switch {
 		case ctx.Err() != nil:
+		case errors.As(err, &refuse) && peer.Playnode == enrollingPeer:
+			r.reg.counters.refusal(string(refuse.Code)) // enroll.go published and logged it
 		case errors.As(err, &refuse):
 			r.reg.refused(peer.Playnode, ms.RemoteAddr().String(), transport, string(refuse.Code))
 			r.throttle.Warn("refused", logthrottle.Source(ms.RemoteAddr()), "playnode refused", "playnode", peer.Playnode, "remote", ms.RemoteAddr().String(), "transport", transport, "err", err)
@@ -114,13 +117,14 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, tran
 		wg:        &r.wg,
 	}
 	ctrl.SetDeadline(deadline)
-	hello, err := readHello(ctrl)
-	if err == nil && hello.Playnode != peer.Playnode {
+	hello, err := r.firstMessage(ctrl, s) // enroll.go: an Enroll may come first
+	if err == nil && hello.Playnode != s.playnode {
 		err = &proto.Refuse{Code: proto.RefuseName, Reason: fmt.Sprintf(
-			"this key (%s) is authorized for playnode %q, not %q", identity.Fingerprint(peer.Key), peer.Playnode, hello.Playnode)}
+			"this key (%s) is authorized for playnode %q, not %q", identity.Fingerprint(peer.Key), s.playnode, hello.Playnode)}
 	}
 	var portaliases []proto.Portalias
 	if err == nil {
+		s.hostKeys = hello.HostKeys
 		s.services = make(map[string]proto.Service, len(hello.Services))
 		for _, svc := range hello.Services {
 			s.services[svc.Name] = svc
@@ -154,6 +158,7 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, tran
 		old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + ms.RemoteAddr().String()})
 	}
 	s.sendWelcome(portaliases)
+	r.sendHostKeys(s) // hostkey.go
 	return s, nil
 }
 
@@ -163,6 +168,11 @@ func readHello(ctrl mux.Stream) (*proto.Hello, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read hello: %w", err)
 	}
+	return validHello(m)
+}
+
+// validHello checks that m is a valid Hello.
+func validHello(m proto.Message) (*proto.Hello, error) {
 	hello, ok := m.(*proto.Hello)
 	if !ok {
 		return nil, &proto.Refuse{Code: proto.RefuseProtocol, Reason: fmt.Sprintf("first message is %T, want hello", m)}

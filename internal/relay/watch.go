@@ -30,6 +30,7 @@ func (r *Relay) watchAuthorized(ctx context.Context) {
 			r.reloadAuthorized(path)
 		}
 		r.retryUnbound()
+		r.pushHostKeys() // hostkey.go
 	}
 }
 
@@ -38,6 +39,8 @@ func (r *Relay) watchAuthorized(ctx context.Context) {
 // parses is logged and the previous set kept: a typo must not lock out the
 // whole fleet (nor revoke anyone).
 func (r *Relay) reloadAuthorized(path string) {
+	r.authMu.Lock()
+	defer r.authMu.Unlock()
 	set, err := loadAuthorized(path)
 	if err != nil {
 		r.log.Error("authorized nodes file not reloaded, keeping the previous one", "err", err)
