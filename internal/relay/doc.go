@@ -24,6 +24,13 @@
 // The forwarding path on this side is three files: portalias.go (accept and
 // admit), forward.go (open the stream, header, status) and mux's splice.go.
 //
+// Around the core: enroll.go (a node with an enrollment token: tokens.go
+// holds the token file, pending.go the approval list), lifecycle.go (nodes,
+// revoke), hostkey.go (the next host key, announced to nodes), operator.go
+// and list.go (the operator's commands on a data folder), admin_api.go (what
+// the admin endpoint, internal/admin, calls). internal/admin subscribes
+// twice more: its event ring (SSE) and its webhook sender.
+//
 // # Who owns what
 //
 //   - registry owns the live state: which session serves each playnode,
@@ -47,6 +54,10 @@
 //
 //	Relay.applyMu -> registry.mu -> eventBus.mu
 //	registry.pubMu -> registry.mu -> eventBus.mu
+//	Relay.authMu -> registry.mu
+//
+// File locks, taken in this order when more than one is needed (enrollment):
+// the token file, the pending list, authorized_nodes.
 //
 // registry.mu and eventBus.mu guard memory only: nothing under them blocks
 // on the network, a file or a channel. nodeSession.ctrlMu, streamLimit and
