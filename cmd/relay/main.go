@@ -127,6 +127,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "store-ca", Usage: "PEM file of the CA that signed etcd's certificate (turns TLS on)", EnvVars: []string{"PARADIGM_RELAY_STORE_CA"}},
 			&cli.StringFlag{Name: "store-cert", Usage: "PEM client certificate for etcd's TLS client authentication (with --store-key)", EnvVars: []string{"PARADIGM_RELAY_STORE_CERT"}},
 			&cli.StringFlag{Name: "store-key", Usage: "PEM private key of --store-cert", EnvVars: []string{"PARADIGM_RELAY_STORE_KEY"}},
+			&cli.IntFlag{Name: "max-pending", Value: relay.DefaultMaxPending, Usage: "enrollments waiting for approval and rejected keys kept at once; more enrollments that need approval are refused", EnvVars: []string{"PARADIGM_RELAY_MAX_PENDING"}},
 			&cli.IntFlag{Name: "enroll-per-minute", Value: relay.DefaultEnrollPerMinute, Usage: "enrollment attempts one source address may make at once and per minute", EnvVars: []string{"PARADIGM_RELAY_ENROLL_PER_MINUTE"}},
 			&cli.IntFlag{Name: "procs", Value: 0, DefaultText: "0: all CPUs", Usage: "CPUs running the relay's Go code at once (GOMAXPROCS), 0 for all", EnvVars: []string{"PARADIGM_RELAY_PROCS"}},
 			&cli.StringFlag{Name: "admin", Value: admin.DefaultListen, Usage: "address of the admin endpoint (JSON API, events, metrics, status page); \"\" turns it off; anything but loopback needs --admin-token-file", EnvVars: []string{"PARADIGM_RELAY_ADMIN"}},
@@ -177,6 +178,7 @@ func serveCommand() *cli.Command {
 				MaxPortaliasesPerNode:  c.Int("max-portaliases-per-node"),
 				Store:                  st,
 				EnrollPerMinute:        c.Int("enroll-per-minute"),
+				MaxPending:             c.Int("max-pending"),
 				Logger:                 log,
 			})
 			if err != nil {

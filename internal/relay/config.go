@@ -89,6 +89,9 @@ type Config struct {
 	// a burst of this many, then this many a minute. Default
 	// DefaultEnrollPerMinute.
 	EnrollPerMinute int
+	// MaxPending bounds the pending list (enrollments waiting for approval,
+	// rejected keys); default DefaultMaxPending.
+	MaxPending int
 	// Store holds the portalias assignments; nil means the flat file
 	// DataDir/portaliases, checked for edits every ReloadInterval.
 	Store  store.Store
@@ -138,6 +141,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxPortaliasesPerNode <= 0 {
 		c.MaxPortaliasesPerNode = DefaultMaxPortaliasesPerNode
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = DefaultMaxPending
 	}
 	if c.EnrollPerMinute <= 0 {
 		c.EnrollPerMinute = DefaultEnrollPerMinute

@@ -223,8 +223,8 @@ func (r *Relay) holdForApproval(e *proto.Enroll, s *nodeSession, tokenID string,
 				return nil, false, &proto.Refuse{Code: proto.RefuseNameTaken, Reason: fmt.Sprintf("playnode %q already waits for approval with another key; choose another name, the token was not used", e.Playnode)}
 			}
 		}
-		if len(ps) >= MaxPending {
-			return nil, false, &proto.Refuse{Code: proto.RefuseRate, Reason: fmt.Sprintf("the relay's pending list is full (%d)", MaxPending)}
+		if len(ps) >= r.cfg.MaxPending {
+			return nil, false, &proto.Refuse{Code: proto.RefuseRate, Reason: fmt.Sprintf("the relay's pending list is full (%d)", r.cfg.MaxPending)}
 		}
 		used = true
 		src := remote.String()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +162,30 @@ func TestEnrollRateLimited(t *testing.T) {
 	}
 	if err := dial(knownKey, "dev1"+proto.EnrollUserSuffix); err != nil {
 		t.Fatalf("a known key from the same address: %v", err)
+	}
+}
+
+// TestPendingListBounded fills the pending list with enrollments that need
+// approval: past --max-pending they are refused, and the token keeps the
+// uses they would have taken.
+func TestPendingListBounded(t *testing.T) {
+	cfg := relayConfig(t)
+	cfg.MaxPending = 2
+	cfg.EnrollPerMinute = 100
+	tok, _, err := relay.CreateToken(cfg.DataDir, relay.TokenOptions{Uses: 10, Approve: true}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRelay(t, cfg, "ssh")
+	for i, name := range []string{"p1", "p2", "p3"} {
+		m := enrollRaw(t, r, newKey(t, name), name+proto.EnrollUserSuffix,
+			&proto.Enroll{Version: proto.Version, Playnode: name, Token: tok}, enrollHello(name))
+		ref, ok := m.(*proto.Refuse)
+		switch {
+		case i < 2 && (!ok || ref.Code != proto.RefusePending):
+			t.Errorf("enrollment %d: %#v, want it held as pending", i+1, m)
+		case i == 2 && (!ok || ref.Code != proto.RefuseRate || !strings.Contains(ref.Reason, "pending list is full")):
+			t.Errorf("enrollment past the bound: %#v, want a refusal saying the pending list is full", m)
+		}
 	}
 }

@@ -30,10 +30,11 @@ import (
 // a running relay (both under PendingFile.lock).
 const PendingFile = "pending_nodes"
 
-// MaxPending bounds the entries of the pending file (pending and rejected):
-// once full, further enrollments that need approval are refused (code
-// rate) until the operator approves, rejects or deletes some.
-const MaxPending = 1000
+// DefaultMaxPending is Config.MaxPending's default: the entries of the
+// pending file (pending and rejected); once full, further enrollments that
+// need approval are refused (code rate) until the operator approves,
+// rejects or deletes some.
+const DefaultMaxPending = 1000
 
 const pendingHeader = `# paradigm-relay enrollments waiting for approval (state="pending") and
 # rejected keys (state="rejected"). Use paradigm-relay approve NAME / reject NAME;
