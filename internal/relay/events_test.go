@@ -184,3 +184,22 @@ func TestSnapshotCountsTraffic(t *testing.T) {
 		return p.Services[0].OpenConns == 0
 	})
 }
+
+// TestRevokeCutsAtOnce: `paradigm-relay revoke` cuts a connected playnode
+// without waiting for the reload interval (a minute here).
+func TestRevokeCutsAtOnce(t *testing.T) {
+	cfg := relayConfig(t)
+	cfg.ReloadInterval = time.Minute
+	keyFile, _ := authorize(t, cfg, "dev1")
+	r := startRelay(t, cfg, "ssh")
+	startNode(t, r.nodeConfig(t, "dev1", keyFile, "svc="+replyServer(t, "x")))
+	waitOnline(t, r, "dev1", 1)
+	_, sub := r.Subscribe(64)
+	defer sub.Close()
+	if _, err := relay.Revoke(cfg.DataDir, "dev1"); err != nil {
+		t.Fatal(err)
+	}
+	if d := nextEvent(t, sub, "down after revoke", kind(relay.EventDown, "dev1")); d.Reason != relay.ReasonRevoked {
+		t.Errorf("down after revoke: reason %q, want %q", d.Reason, relay.ReasonRevoked)
+	}
+}

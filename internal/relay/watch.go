@@ -10,15 +10,21 @@ import (
 	"paradigm/internal/store"
 )
 
+// revokePoll is how often the authorized-nodes file is checked for edits,
+// at most: a revocation (a deleted line, `paradigm-relay revoke`) cuts the
+// playnode within it. Checking is one stat, cheap at any rate.
+const revokePoll = 250 * time.Millisecond
+
 // watchAuthorized applies operator edits of the authorized-nodes file while
-// the relay runs (a deleted line revokes the playnode and ends its session)
-// and retries portaliases that could not be bound, every reload interval,
-// until ctx is done.
+// the relay runs (a deleted line revokes the playnode and ends its session,
+// within revokePoll), and retries portaliases that could not be bound and
+// announces host key changes every reload interval, until ctx is done.
 func (r *Relay) watchAuthorized(ctx context.Context) {
 	path := filepath.Join(r.cfg.DataDir, AuthorizedFile)
 	since := r.authStamp
-	t := time.NewTicker(r.cfg.ReloadInterval)
+	t := time.NewTicker(min(r.cfg.ReloadInterval, revokePoll))
 	defer t.Stop()
+	lastRetry := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -29,8 +35,11 @@ func (r *Relay) watchAuthorized(ctx context.Context) {
 			since = st
 			r.reloadAuthorized(path)
 		}
-		r.retryUnbound()
-		r.pushHostKeys() // hostkey.go
+		if time.Since(lastRetry) >= r.cfg.ReloadInterval {
+			lastRetry = time.Now()
+			r.retryUnbound()
+			r.pushHostKeys() // hostkey.go
+		}
 	}
 }
 
