@@ -40,6 +40,7 @@ import (
 const (
 	DefaultListen        = "127.0.0.1:4480"
 	DefaultMaxSSEClients = 64
+	DefaultMaxConns      = 256
 	DefaultEventRing     = 1024
 	DefaultHeartbeat     = 15 * time.Second
 	DefaultWebhookGrace  = 30 * time.Second
@@ -55,9 +56,6 @@ const (
 	idleTimeout       = 60 * time.Second
 	writeTimeout      = 30 * time.Second // every response but the event stream
 	maxHeaderBytes    = 16 << 10
-	// maxConns bounds the admin endpoint's open connections; more wait in
-	// the kernel's accept queue.
-	maxConns = 256
 )
 
 // AddrFile, in the relay's data folder, names the admin endpoint of the
@@ -79,6 +77,9 @@ type Config struct {
 	TLSCert, TLSKey string
 	// MaxSSEClients bounds the event streams served at once.
 	MaxSSEClients int
+	// MaxConns bounds the endpoint's open connections; more wait in the
+	// kernel's accept queue until one closes.
+	MaxConns int
 	// EventRing is how many recent events a reconnecting stream can
 	// resume from (Last-Event-ID).
 	EventRing int
@@ -137,6 +138,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxSSEClients <= 0 {
 		cfg.MaxSSEClients = DefaultMaxSSEClients
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
 	if cfg.EventRing <= 0 {
 		cfg.EventRing = DefaultEventRing
 	}
@@ -177,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
-	s.ln = netutil.LimitListener(s.ln, maxConns)
+	s.ln = netutil.LimitListener(s.ln, s.cfg.MaxConns)
 	if tlsCfg != nil {
 		s.ln = tls.NewListener(s.ln, tlsCfg)
 	}
