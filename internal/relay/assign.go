@@ -297,7 +297,14 @@ func (r *Relay) retryUnbound() {
 
 // applyWatched applies a table the store's Watch delivered: an operator's
 // alias command or hand edit, or the relay's own commit seen again.
-func (r *Relay) applyWatched(t *store.Table, err error) {
+//
+// The table Watch delivers may already be older than one this relay
+// committed and applied while the callback waited for applyMu (assign
+// holds it across its commit): applying it would take back a fresh
+// assignment until the next change. So the callback only says that
+// something changed, and the table applied is read again under applyMu,
+// which no commit of ours can overtake.
+func (r *Relay) applyWatched(_ *store.Table, err error) {
 	if err != nil {
 		r.log.Error("portalias file not reloaded, keeping the previous one", "err", err)
 		return
@@ -305,6 +312,13 @@ func (r *Relay) applyWatched(t *store.Table, err error) {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	if r.reg.isClosing() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.HandshakeTimeout)
+	defer cancel()
+	t, err := r.store.Load(ctx)
+	if err != nil {
+		r.log.Error("portalias file not reloaded, keeping the previous one", "err", err)
 		return
 	}
 	r.apply(t, nil)
