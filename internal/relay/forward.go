@@ -45,7 +45,7 @@ func (r *Relay) forward(s *nodeSession, st *serviceStats, c *net.TCPConn) {
 		c.Close()
 	})
 	defer stop()
-	in, out, err := mux.Splice(c, &countedStream{Stream: stream, st: st, all: &r.reg.counters})
+	in, out, err := mux.Splice(c, &countedStream{Stream: stream, st: st})
 	var se *proto.StreamError
 	if errors.As(err, &se) {
 		r.throttle.Warn("service-unavailable", logthrottle.Source(c.RemoteAddr()), "service unavailable on playnode", "playnode", s.playnode, "service", service, "err", se)
@@ -60,7 +60,6 @@ func (r *Relay) forward(s *nodeSession, st *serviceStats, c *net.TCPConn) {
 type countedStream struct {
 	mux.Stream
 	st      *serviceStats
-	all     *counters
 	checked bool
 }
 
@@ -73,13 +72,11 @@ func (s *countedStream) Read(p []byte) (int, error) {
 	}
 	n, err := s.Stream.Read(p)
 	s.st.fromNode.Add(uint64(n))
-	s.all.fromNodes.Add(uint64(n))
 	return n, err
 }
 
 func (s *countedStream) Write(p []byte) (int, error) {
 	n, err := s.Stream.Write(p)
 	s.st.toNode.Add(uint64(n))
-	s.all.toNodes.Add(uint64(n))
 	return n, err
 }

@@ -83,8 +83,6 @@ type counters struct {
 	sessionsReplaced atomic.Uint64
 	connsRefused     atomic.Uint64 // portalias connections closed at once (offline, limits)
 	forwarded        atomic.Uint64
-	toNodes          atomic.Uint64
-	fromNodes        atomic.Uint64
 	refusedMu        sync.Mutex
 	refused          map[string]uint64 // hellos refused, by code
 }

@@ -138,6 +138,15 @@ func (g *registry) snapshotLocked() Snapshot {
 		}
 		ps.Services = append(ps.Services, ss)
 	}
+	// Relay-wide bytes are the sum of the services' (records outlive
+	// sessions): one counter less per forwarded buffer.
+	var toNodes, fromNodes uint64
+	for _, p := range g.playnodes {
+		for _, st := range p.services {
+			toNodes += st.toNode.Load()
+			fromNodes += st.fromNode.Load()
+		}
+	}
 	for name, p := range g.playnodes {
 		ps := state(name)
 		for svc, st := range p.services {
@@ -170,6 +179,7 @@ func (g *registry) snapshotLocked() Snapshot {
 		snap.Playnodes = []PlaynodeState{}
 	}
 	snap.Counters = g.counters.read()
+	snap.Counters.BytesToPlaynodes, snap.Counters.BytesFromNodes = toNodes, fromNodes
 	return snap
 }
 
@@ -189,8 +199,6 @@ func (c *counters) read() Counters {
 		SessionsReplaced: c.sessionsReplaced.Load(),
 		ConnsRefused:     c.connsRefused.Load(),
 		Forwarded:        c.forwarded.Load(),
-		BytesToPlaynodes: c.toNodes.Load(),
-		BytesFromNodes:   c.fromNodes.Load(),
 	}
 	c.refusedMu.Lock()
 	out.Refused = maps.Clone(c.refused)
