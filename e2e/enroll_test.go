@@ -46,7 +46,8 @@ func (f *enrollFleet) token(t *testing.T, args ...string) string {
 		t.Fatalf("token create printed %q, want the token alone on its last line", out)
 	}
 	data, _ := os.ReadFile(filepath.Join(f.d.data, "enroll_tokens"))
-	if secret := tok[strings.LastIndexByte(tok, '_')+1:]; strings.Contains(string(data), secret) {
+	// pdt_ID_SECRET; the secret is base64url and may itself hold a '_'.
+	if secret := strings.SplitN(tok, "_", 3)[2]; strings.Contains(string(data), secret) {
 		t.Fatal("the tokens file holds the token's secret")
 	}
 	return tok
