@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +22,17 @@ func TestLastSeenAfterRelayCrash(t *testing.T) {
 	n := d.runNode(t, r, playnode, key, fmt.Sprintf("echo=%d", startEcho(t)))
 	before := time.Now().Add(-time.Second) // ls rounds nothing, but clocks of two processes
 	d.waitLs(t, playnode, "echo", true)
+	// ls asks the live relay; what survives a kill is status.json, which
+	// the relay writes within a second of a change: wait for it.
+	waitUntil(t, "status.json to record the playnode online", func() bool {
+		var doc struct {
+			Playnodes map[string]struct {
+				Online bool `json:"online"`
+			} `json:"playnodes"`
+		}
+		b, err := os.ReadFile(filepath.Join(d.data, "status.json"))
+		return err == nil && json.Unmarshal(b, &doc) == nil && doc.Playnodes[playnode].Online
+	})
 	r.stop(t, syscall.SIGKILL)
 	killed := time.Now()
 	n.stop(t, syscall.SIGTERM)
