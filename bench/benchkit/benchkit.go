@@ -200,3 +200,29 @@ func Percentile(sorted []time.Duration, q float64) time.Duration {
 	i := int(q*float64(len(sorted))+0.999999) - 1
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
+
+// SSHDConfig is the sshd_config of the OpenSSH server the benchmarks run
+// as the -R baseline: port on listen, host key, pid file and authorized
+// keys in dir, public-key login only, remote forwarding allowed and
+// nothing else.
+func SSHDConfig(port int, listen, dir string) []byte {
+	return fmt.Appendf(nil, `Port %d
+ListenAddress %s
+HostKey %[3]s/host_ed25519
+PidFile %[3]s/sshd.pid
+AuthorizedKeysFile %[3]s/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding remote
+GatewayPorts no
+X11Forwarding no
+AllowAgentForwarding no
+PrintMotd no
+UseDNS no
+LogLevel ERROR
+`, port, listen, dir)
+}

@@ -138,26 +138,6 @@ func listenPort(host string) (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-const sshdConfig = `Port %d
-ListenAddress %s
-HostKey %[3]s/host_ed25519
-PidFile %[3]s/sshd.pid
-AuthorizedKeysFile %[3]s/authorized_keys
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-AllowTcpForwarding remote
-GatewayPorts no
-X11Forwarding no
-AllowAgentForwarding no
-PrintMotd no
-UseDNS no
-LogLevel ERROR
-`
-
 // startOpenSSH runs a private sshd on the server side's veth address and,
 // in the namespace, `ssh -tt -R` to it forwarding two loopback ports of the
 // server to the device's iperf3 and echo server: the classic script, in
@@ -184,7 +164,7 @@ func (e *env) startOpenSSH(ctx context.Context) (*tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), fmt.Appendf(nil, sshdConfig, sshdPort, e.link.srvIP, dir), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), benchkit.SSHDConfig(sshdPort, e.link.srvIP, dir), 0o600); err != nil {
 		return nil, err
 	}
 	t := &tunnel{name: cfgOpenSSH}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"paradigm/bench/benchkit"
 )
 
 // Column names of the table, one per configuration.
@@ -79,26 +81,6 @@ func startLogged(c *exec.Cmd, tmp, name string) error {
 	return nil
 }
 
-const sshdConfig = `Port %d
-ListenAddress 127.0.0.1
-HostKey %[2]s/host_ed25519
-PidFile %[2]s/sshd.pid
-AuthorizedKeysFile %[2]s/authorized_keys
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-AllowTcpForwarding remote
-GatewayPorts no
-X11Forwarding no
-AllowAgentForwarding no
-PrintMotd no
-UseDNS no
-LogLevel ERROR
-`
-
 // startOpenSSH runs a private sshd on loopback (own host key and config) and
 // `ssh -R` from the device side to it, forwarding two ports to the device's
 // iperf3 and echo server. The ssh client runs a session (-tt and a remote
@@ -132,7 +114,7 @@ func startOpenSSH(ctx context.Context, s *settings, name, cipher string, delay t
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), fmt.Appendf(nil, sshdConfig, sshdPort, dir), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), benchkit.SSHDConfig(sshdPort, "127.0.0.1", dir), 0o600); err != nil {
 		return nil, err
 	}
 	t.server = command(ctx, sshdPath, "-D", "-f", filepath.Join(dir, "sshd_config"), "-E", filepath.Join(dir, "sshd.log"))
