@@ -57,6 +57,22 @@ func TryAcquire(path string) (*Lock, error) {
 	return held(f, path), nil
 }
 
+// WriterWait bounds how long the writers of one file (the relay, the
+// operator's commands) wait for one another.
+const WriterWait = 10 * time.Second
+
+// AcquireFor takes the lock guarding the file at path (path + ".lock"),
+// waiting at most WriterWait; a failure names what the file holds.
+func AcquireFor(path, what string) (*Lock, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), WriterWait)
+	defer cancel()
+	l, err := Acquire(ctx, path+".lock")
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", what, err)
+	}
+	return l, nil
+}
+
 // Acquire takes the lock on path, waiting until it is free or ctx is done.
 // flock(2) cannot be interrupted by a context, so it polls with LOCK_NB and a
 // backoff growing from 2 ms to 25 ms. When ctx ends first the error wraps

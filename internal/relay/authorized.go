@@ -3,13 +3,11 @@ package relay
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"strings"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -130,11 +128,9 @@ func Authorize(path, playnode string, key ssh.PublicKey, comment string) error {
 	if err := identity.CheckEd25519(key); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	lock, err := lockfile.Acquire(ctx, path+".lock")
+	lock, err := lockfile.AcquireFor(path, "authorized nodes")
 	if err != nil {
-		return fmt.Errorf("lock authorized nodes: %w", err)
+		return err
 	}
 	defer lock.Release()
 

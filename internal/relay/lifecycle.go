@@ -2,8 +2,6 @@ package relay
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -65,12 +63,7 @@ func Nodes(dataDir string) ([]NodeRow, error) {
 // WriteNodes prints rows as a table or a JSON array.
 func WriteNodes(w io.Writer, rows []NodeRow, asJSON bool) error {
 	if asJSON {
-		if rows == nil {
-			rows = []NodeRow{}
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return writeJSONList(w, rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "PLAYNODE\tONLINE\tLAST SEEN\tKEY\tENROLLED")
@@ -106,11 +99,9 @@ func Revoke(dataDir, name string) (string, error) {
 	if err := rejectKey(dataDir, name, n.key); err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	lock, err := lockfile.Acquire(ctx, p+".lock")
+	lock, err := lockfile.AcquireFor(p, "authorized nodes")
 	if err != nil {
-		return "", fmt.Errorf("lock authorized nodes: %w", err)
+		return "", err
 	}
 	defer lock.Release()
 	data, err := os.ReadFile(p)

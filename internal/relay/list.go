@@ -140,12 +140,7 @@ func (f Filter) Apply(rows []Row) []Row {
 // JSON array.
 func WriteRows(w io.Writer, rows []Row, asJSON bool) error {
 	if asJSON {
-		if rows == nil {
-			rows = []Row{}
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return writeJSONList(w, rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PLAYNODE\tSERVICE\tSERVICE PORT\tPORTALIAS\tONLINE\tLAST SEEN")
@@ -189,4 +184,15 @@ func WriteRows(w io.Writer, rows []Row, asJSON bool) error {
 		fmt.Fprintln(w, "(stale): the playnode's last hello did not register this service; `paradigm-relay alias prune` removes it")
 	}
 	return nil
+}
+
+// writeJSONList prints rows as an indented JSON array: [] when there are
+// none, never null, so that scripts can index it.
+func writeJSONList[T any](w io.Writer, rows []T) error {
+	if rows == nil {
+		rows = []T{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rows)
 }

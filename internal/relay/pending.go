@@ -3,7 +3,6 @@ package relay
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -128,11 +127,9 @@ func marshalPending(ps []PendingNode) []byte {
 // result atomically when fn says so.
 func updatePending(dataDir string, fn func([]PendingNode) ([]PendingNode, bool, error)) error {
 	p := filepath.Join(dataDir, PendingFile)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	lock, err := lockfile.Acquire(ctx, p+".lock")
+	lock, err := lockfile.AcquireFor(p, "pending nodes")
 	if err != nil {
-		return fmt.Errorf("lock pending nodes: %w", err)
+		return err
 	}
 	defer lock.Release()
 	ps, err := readPending(p)

@@ -3,7 +3,6 @@ package relay
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -288,11 +287,9 @@ func (s *tokenSet) marshal() []byte {
 // result atomically when fn returns write=true.
 func updateTokens(dataDir string, fn func(*tokenSet) (write bool, err error)) error {
 	p := filepath.Join(dataDir, TokensFile)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	lock, err := lockfile.Acquire(ctx, p+".lock")
+	lock, err := lockfile.AcquireFor(p, "enrollment tokens")
 	if err != nil {
-		return fmt.Errorf("lock enrollment tokens: %w", err)
+		return err
 	}
 	defer lock.Release()
 	set, err := readTokens(p)
