@@ -29,6 +29,7 @@ const (
 	DefaultMaxStreamsPerPortalias = 256
 	DefaultMaxHandshakes          = 128
 	DefaultMaxPortaliasesPerNode  = 64
+	DefaultPeerLogLines           = 10
 	DefaultFirstBytesTimeout      = 5 * time.Second
 	DefaultKeepalive              = mux.DefaultKeepalive
 	DefaultHandshakeTimeout       = mux.DefaultHandshakeTimeout
@@ -74,6 +75,11 @@ type Config struct {
 	// MaxStreamsPerPortalias bounds the connections forwarded through one
 	// portalias at once. Default 256.
 	MaxStreamsPerPortalias int
+	// PeerLogLines bounds the log lines that peers cause (refused and
+	// failed connections, unknown keys, unavailable services) to this many
+	// per reason and minute; the rest are counted and summarised once a
+	// minute. Default 10.
+	PeerLogLines int
 	// MaxPortaliasesPerNode bounds the portaliases one playnode may hold
 	// in the store, and the new ones it may be given per hour, so that one
 	// key (a stolen one included) can take at most its share of the port
@@ -138,6 +144,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxStreamsPerPortalias <= 0 {
 		c.MaxStreamsPerPortalias = DefaultMaxStreamsPerPortalias
+	}
+	if c.PeerLogLines <= 0 {
+		c.PeerLogLines = DefaultPeerLogLines
 	}
 	if c.MaxPortaliasesPerNode <= 0 {
 		c.MaxPortaliasesPerNode = DefaultMaxPortaliasesPerNode

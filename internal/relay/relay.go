@@ -86,7 +86,7 @@ func New(cfg Config) (*Relay, error) {
 		store:   cfg.Store,
 		hsSlots: make(chan struct{}, cfg.MaxHandshakes),
 
-		throttle: logthrottle.New(cfg.Logger, logthrottle.Config{}),
+		throttle: logthrottle.New(cfg.Logger, logthrottle.Config{PerReason: cfg.PeerLogLines}),
 	}
 	if r.store == nil {
 		r.store = &store.File{Path: filepath.Join(cfg.DataDir, PortaliasFile), PollInterval: cfg.ReloadInterval}
