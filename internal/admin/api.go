@@ -25,6 +25,9 @@ func (s *Server) routes() http.Handler {
 	read("GET /api/v1/portaliases", s.listPortaliases)
 	read("GET /api/v1/events", s.events)
 	write("POST /api/v1/playnodes/{name}/disconnect", s.disconnect)
+	read("GET /api/v1/pending", s.listPending)
+	write("POST /api/v1/pending/{name}/approve", s.decidePending(relay.ApprovePending))
+	write("POST /api/v1/pending/{name}/reject", s.decidePending(relay.RejectPending))
 	write("PUT /api/v1/playnodes/{name}/services/{service}/portalias", s.aliasSet)
 	write("DELETE /api/v1/playnodes/{name}/services/{service}/portalias", s.aliasRemove)
 	write("DELETE /api/v1/playnodes/{name}/portaliases", s.aliasRemove)
@@ -329,4 +332,44 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, rd)
+}
+
+// PendingList is the body of GET /api/v1/pending: enrollments waiting for
+// approval, and rejected keys.
+type PendingList struct {
+	Pending []relay.PendingNode `json:"pending"`
+}
+
+func (s *Server) listPending(w http.ResponseWriter, _ *http.Request) {
+	ps, err := relay.ListPending(s.relay.DataDir())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if ps == nil {
+		ps = []relay.PendingNode{}
+	}
+	writeJSON(w, http.StatusOK, PendingList{Pending: ps})
+}
+
+// decidePending is POST /api/v1/pending/{name}/approve or /reject: the
+// same as `paradigm-relay approve|reject NAME`.
+func (s *Server) decidePending(decide func(dataDir, name string) (string, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if err := proto.ValidateName("playnode", name); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		msg, err := decide(s.relay.DataDir(), name)
+		switch {
+		case errors.Is(err, relay.ErrNotPending):
+			writeError(w, http.StatusNotFound, err.Error())
+		case err != nil:
+			writeError(w, http.StatusConflict, err.Error())
+		default:
+			s.log.Info("enrollment decided by the operator", "playnode", name, "result", msg, "remote", r.RemoteAddr)
+			writeJSON(w, http.StatusOK, map[string]string{"playnode": name, "result": msg})
+		}
+	}
 }

@@ -177,10 +177,14 @@ func ApprovePending(dataDir, name string) (string, error) {
 			msg = fmt.Sprintf("approved %s (key %s)", name, p.Fingerprint)
 			return append(ps[:i], ps[i+1:]...), true, nil
 		}
-		return nil, false, fmt.Errorf("no pending enrollment for playnode %q (see paradigm-relay pending)", name)
+		return nil, false, fmt.Errorf("%w for playnode %q (see paradigm-relay pending)", ErrNotPending, name)
 	})
 	return msg, err
 }
+
+// ErrNotPending is wrapped by ApprovePending and RejectPending when no
+// enrollment of that name waits for approval.
+var ErrNotPending = errors.New("no pending enrollment")
 
 // RejectPending marks name's pending enrollment rejected: that key is
 // refused from then on (code rejected) until its line is deleted.
@@ -194,7 +198,7 @@ func RejectPending(dataDir, name string) (string, error) {
 				return ps, true, nil
 			}
 		}
-		return nil, false, fmt.Errorf("no pending enrollment for playnode %q (see paradigm-relay pending)", name)
+		return nil, false, fmt.Errorf("%w for playnode %q (see paradigm-relay pending)", ErrNotPending, name)
 	})
 	return msg, err
 }
