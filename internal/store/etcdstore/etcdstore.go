@@ -55,10 +55,12 @@ type Store struct {
 	ports     string // PREFIX/portaliases/ports/
 	version   string // PREFIX/portaliases/version
 	root      string // PREFIX/portaliases/, what Watch watches
+	cluster   string // PREFIX/cluster/, what Join watches (cluster.go)
 
-	mu   sync.Mutex
-	seen int64     // the etcd revision the last Load or Update read or wrote
-	last *snapshot // the newest table read or committed; never modified
+	mu    sync.Mutex
+	seen  int64           // the etcd revision the last Load or Update read or wrote
+	last  *snapshot       // the newest table read or committed; never modified
+	lease clientv3.LeaseID // this relay's lease while Join holds one, else 0 (cluster.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -99,6 +101,7 @@ func Open(endpoints []string, prefix string, tlsConfig *tls.Config) (*Store, err
 		root:      root,
 		ports:     root + "ports/",
 		version:   root + "version",
+		cluster:   "/" + p + "/cluster/",
 	}, nil
 }
 
