@@ -79,7 +79,9 @@ func join(t *testing.T, e *etcdtest.Server, prefix, id string, ttl time.Duration
 	v := newView()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Join(ctx, store.Member{ID: id, Addr: id, HostKey: "ssh-ed25519 AAAA" + id}, ttl, v.apply) }()
+	go func() {
+		done <- s.Join(ctx, store.Member{ID: id, Addr: id, HostKey: "ssh-ed25519 AAAA" + id}, ttl, v.apply)
+	}()
 	stopped := false
 	stop := func() {
 		if stopped {

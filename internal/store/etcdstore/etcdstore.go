@@ -58,8 +58,8 @@ type Store struct {
 	cluster   string // PREFIX/cluster/, what Join watches (cluster.go)
 
 	mu    sync.Mutex
-	seen  int64           // the etcd revision the last Load or Update read or wrote
-	last  *snapshot       // the newest table read or committed; never modified
+	seen  int64            // the etcd revision the last Load or Update read or wrote
+	last  *snapshot        // the newest table read or committed; never modified
 	lease clientv3.LeaseID // this relay's lease while Join holds one, else 0 (cluster.go)
 }
 
