@@ -130,6 +130,11 @@ const (
 // so the suffix cannot be part of one.
 const EnrollUserSuffix = "+enroll"
 
+// MeshUser is the SSH user name a relay of a cluster authenticates with
+// when it dials another relay of the same cluster (the relay mesh), with
+// its own host key. '+' is not allowed in names, so no playnode has it.
+const MeshUser = "relay+mesh"
+
 // MaxTokenLen bounds Enroll.Token.
 const MaxTokenLen = 128
 

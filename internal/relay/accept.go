@@ -14,6 +14,7 @@ import (
 	"paradigm/internal/identity"
 	"paradigm/internal/logthrottle"
 	"paradigm/internal/mux"
+	"paradigm/internal/proto"
 )
 
 // acceptNodes accepts playnode SSH connections until the listener closes,
@@ -155,6 +156,9 @@ func (r *Relay) acceptQUIC(ctx context.Context) {
 // authorize maps a node's key to the playnode it is bound to. Unknown keys
 // are logged with their fingerprint so the operator can authorize them.
 func (r *Relay) authorize(remote net.Addr, user string, key ssh.PublicKey) (string, error) {
+	if user == proto.MeshUser && r.cluster != nil {
+		return r.authorizeRelay(remote, key) // mesh.go
+	}
 	name, ok := r.reg.authorized(key.Marshal())
 	if !ok {
 		if name, ok := r.authorizeEnrolling(remote, user, key); ok { // enroll.go

@@ -99,9 +99,16 @@ type Config struct {
 	// rejected keys); default DefaultMaxPending.
 	MaxPending int
 	// Store holds the portalias assignments; nil means the flat file
-	// DataDir/portaliases, checked for edits every ReloadInterval.
-	Store  store.Store
-	Logger *slog.Logger
+	// DataDir/portaliases, checked for edits every ReloadInterval. A store
+	// that implements store.Cluster (etcd) makes the relay one of a
+	// cluster (cluster.go, mesh.go).
+	Store store.Store
+	// Advertise is the address the other relays of a cluster dial to
+	// reach this one (its Listen port, at an address they can reach); it
+	// also names this relay in the cluster. Default: Listen, when that
+	// names a host. Unused without a cluster.
+	Advertise string
+	Logger    *slog.Logger
 }
 
 // setDefaults fills zero fields and validates the rest once.
@@ -165,6 +172,18 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, ok := c.Store.(store.Cluster); ok {
+		if c.Advertise == "" {
+			host, _, err := net.SplitHostPort(c.Listen)
+			if ip, perr := netip.ParseAddr(host); err != nil || host == "" || perr == nil && ip.IsUnspecified() {
+				return fmt.Errorf("listen address %q names no host: give --advertise HOST:PORT, where the other relays of the cluster reach this one", c.Listen)
+			}
+			c.Advertise = c.Listen
+		}
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			return fmt.Errorf("advertise address %q: want HOST:PORT: %v", c.Advertise, err)
+		}
 	}
 	return nil
 }

@@ -71,18 +71,21 @@ const (
 // Event is one change of the relay's live state. Fields that do not apply
 // to the Kind are zero.
 type Event struct {
-	Seq           uint64    `json:"seq"` // 1, 2, ... in publication order; 0 for EventLost
-	Time          time.Time `json:"time"`
-	Kind          EventKind `json:"kind"`
-	Playnode      string    `json:"playnode,omitempty"`
-	Service       string    `json:"service,omitempty"`
-	Portalias     uint16    `json:"portalias,omitempty"`
-	From          uint16    `json:"from,omitempty"` // EventPortaliasMoved: the old portalias
-	Transport     string    `json:"transport,omitempty"`
-	Remote        string    `json:"remote,omitempty"`
-	Fingerprint   string    `json:"fingerprint,omitempty"`
-	ClientVersion string    `json:"client_version,omitempty"`
-	Reason        string    `json:"reason,omitempty"`
+	Seq      uint64    `json:"seq"` // 1, 2, ... in publication order; 0 for EventLost
+	Time     time.Time `json:"time"`
+	Kind     EventKind `json:"kind"`
+	Playnode string    `json:"playnode,omitempty"`
+	// Relay is the relay of the cluster the playnode's session is on, for
+	// an EventUp or EventDown; empty when the relay runs alone.
+	Relay         string `json:"relay,omitempty"`
+	Service       string `json:"service,omitempty"`
+	Portalias     uint16 `json:"portalias,omitempty"`
+	From          uint16 `json:"from,omitempty"` // EventPortaliasMoved: the old portalias
+	Transport     string `json:"transport,omitempty"`
+	Remote        string `json:"remote,omitempty"`
+	Fingerprint   string `json:"fingerprint,omitempty"`
+	ClientVersion string `json:"client_version,omitempty"`
+	Reason        string `json:"reason,omitempty"`
 	// Portaliases of an EventUp: the portalias of each service the
 	// session registered.
 	Portaliases map[string]uint16 `json:"portaliases,omitempty"`

@@ -10,27 +10,51 @@ import (
 	"paradigm/internal/proto"
 )
 
-// forward splices one client connection of a portalias into a new stream to
-// the playnode. The stream header goes out at once and the client's first
-// bytes follow it without waiting for the node's status, which is read
-// before any reply byte reaches the client. Bytes are counted as they pass,
+// forward splices one client connection into a new stream to target t:
+// to the playnode's session on this relay, or over the mesh to its home
+// relay (mesh.go), which passes it on to the playnode. c is a portalias
+// client's TCP connection, or a stream from another relay (relayed). The
+// stream header goes out at once and the client's first bytes follow it
+// without waiting for the node's status, which is read before any reply
+// byte reaches a portalias client (a relayed stream passes it back
+// untouched, to the relay that reads it). Bytes are counted as they pass,
 // so the snapshot shows a long transfer's progress, not only its total at
 // the end.
-func (r *Relay) forward(s *nodeSession, st *serviceStats, c *net.TCPConn) {
+func (r *Relay) forward(t target, c mux.HalfCloser, remote net.Addr, relayed bool) {
+	st := t.st
 	service := st.name
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.StreamOpenTimeout)
-	stream, err := s.mux.OpenStream(ctx)
+	var hdr [2 * (2 + proto.MaxNameLen)]byte
+	var (
+		sess   mux.Session
+		stream mux.Stream
+		err    error
+		log    = r.log
+	)
+	if t.local != nil {
+		sess, log = t.local.mux, t.local.log
+		stream, err = sess.OpenStream(ctx)
+	} else {
+		// Over the mesh the home relay reads the playnode's name first.
+		log = r.log.With("playnode", t.playnode, "relay", t.via.ID)
+		if sess, err = r.mesh.session(ctx, t.via); err == nil {
+			stream, err = sess.OpenStream(ctx)
+		}
+	}
 	cancel()
 	if err != nil {
 		c.Close()
-		r.throttle.Warn("open-stream", logthrottle.Source(c.RemoteAddr()), "open stream", "playnode", s.playnode, "service", service, "err", err)
+		r.throttle.Warn("open-stream", logthrottle.Source(remote), "open stream", "playnode", t.playnode, "service", service, "err", err)
 		return
 	}
-	var hdr [2 + proto.MaxNameLen]byte
-	if _, err := stream.Write(proto.AppendStreamHeader(hdr[:0], service)); err != nil {
+	h := hdr[:0]
+	if t.local == nil {
+		h = proto.AppendStreamHeader(h, t.playnode)
+	}
+	if _, err := stream.Write(proto.AppendStreamHeader(h, service)); err != nil {
 		c.Close()
 		stream.Close()
-		r.throttle.Warn("open-stream", logthrottle.Source(c.RemoteAddr()), "write stream header", "playnode", s.playnode, "service", service, "err", err)
+		r.throttle.Warn("open-stream", logthrottle.Source(remote), "write stream header", "playnode", t.playnode, "service", service, "err", err)
 		return
 	}
 	st.open.Add(1)
@@ -40,23 +64,26 @@ func (r *Relay) forward(s *nodeSession, st *serviceStats, c *net.TCPConn) {
 	// A session that dies while the client's side is idle (the reply
 	// already delivered, the client not done sending) must not leave the
 	// splice waiting on the client: cut it, with a reset.
-	stop := context.AfterFunc(s.mux.Context(), func() {
-		c.SetLinger(0)
+	stop := context.AfterFunc(sess.Context(), func() {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
 		c.Close()
 	})
 	defer stop()
-	in, out, err := mux.Splice(c, &countedStream{Stream: stream, st: st})
+	in, out, err := mux.Splice(c, &countedStream{Stream: stream, st: st, checked: relayed})
 	var se *proto.StreamError
 	if errors.As(err, &se) {
-		r.throttle.Warn("service-unavailable", logthrottle.Source(c.RemoteAddr()), "service unavailable on playnode", "playnode", s.playnode, "service", service, "err", se)
+		r.throttle.Warn("service-unavailable", logthrottle.Source(remote), "service unavailable on playnode", "playnode", t.playnode, "service", service, "err", se)
 		return
 	}
-	s.log.Debug("connection closed", "service", service, "remote", c.RemoteAddr().String(), "in", in, "out", out, "err", err)
+	log.Debug("connection closed", "service", service, "remote", remote.String(), "in", in, "out", out, "err", err)
 }
 
 // countedStream is the playnode side of a forwarded connection: it reads
-// the node's stream status before the first reply byte, and counts bytes
-// each way.
+// the node's stream status before the first reply byte (unless checked is
+// set from the start: a relayed stream passes it on), and counts bytes each
+// way.
 type countedStream struct {
 	mux.Stream
 	st      *serviceStats

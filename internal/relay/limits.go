@@ -76,14 +76,18 @@ func (l *streamLimit) release() {
 
 // admit counts a new connection c to portalias l of session s against
 // both limits; it logs (once until the load drops) and reports false when
-// either is reached.
+// either is reached. s is nil for a playnode at home on another relay of
+// the cluster, which counts the connection against its own limit.
 func (r *Relay) admit(l *portListener, s *nodeSession, c net.Conn) bool {
 	if !l.streams.acquire(r.cfg.MaxStreamsPerPortalias) {
 		if !l.streams.warned.Swap(true) {
-			s.log.Warn("portalias connection limit reached, closing new connections", "portalias", l.port,
+			r.log.Warn("portalias connection limit reached, closing new connections", "portalias", l.port,
 				"remote", c.RemoteAddr().String(), "limit", r.cfg.MaxStreamsPerPortalias)
 		}
 		return false
+	}
+	if s == nil {
+		return true
 	}
 	if !s.streams.acquire(r.cfg.MaxStreamsPerNode) {
 		l.streams.release()

@@ -33,24 +33,20 @@ func (r *Relay) servePortalias(l *portListener) {
 			continue
 		}
 		delay = 0
-		s, st := r.reg.route(l)
-		if s == nil {
-			// Offline: close at once rather than leave the client hanging.
+		t, ok := r.reg.route(l)
+		if !ok || !r.admit(l, t.local, c) {
+			// Offline (here and on every relay of the cluster), or over a
+			// limit: close at once rather than leave the client hanging.
 			r.reg.counters.connsRefused.Add(1)
 			c.Close()
 			continue
 		}
-		if !r.admit(l, s, c) {
-			r.reg.counters.connsRefused.Add(1)
-			c.Close()
-			continue
-		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
+		r.wg.Go(func() {
 			defer l.streams.release()
-			defer s.streams.release()
-			r.forward(s, st, c.(*net.TCPConn))
-		}()
+			if t.local != nil {
+				defer t.local.streams.release()
+			}
+			r.forward(t, c.(*net.TCPConn), c.RemoteAddr(), false)
+		})
 	}
 }

@@ -42,6 +42,12 @@ type registry struct {
 	outbox     []Event
 	pending    map[string]*pendingConn // by node key: the connection waiting for its hello
 
+	// The cluster, when the store is shared (cluster.go): this relay's id,
+	// the members by id and by host key. Empty when the relay is alone.
+	self       string
+	members    map[string]store.Member
+	memberKeys map[string]string // marshalled host key -> member id
+
 	counters counters
 }
 
@@ -50,7 +56,8 @@ type registry struct {
 // over reconnects.
 type playnode struct {
 	name     string
-	session  *nodeSession // nil while offline
+	session  *nodeSession // nil while offline here
+	home     *store.Home  // its session on another relay of the cluster, if any (and none here)
 	services map[string]*serviceStats
 
 	// The last session's facts, kept while offline.
@@ -173,9 +180,13 @@ func (g *registry) up(s *nodeSession, portaliases []proto.Portalias) (old *nodeS
 	now := g.now()
 	if old = p.session; old != nil {
 		g.counters.sessionsReplaced.Add(1)
-		g.queue(Event{Kind: EventDown, Playnode: p.name, Transport: p.transport, Remote: p.remote, Reason: ReasonReplaced, Time: now})
+		g.queue(Event{Kind: EventDown, Playnode: p.name, Relay: g.self, Transport: p.transport, Remote: p.remote, Reason: ReasonReplaced, Time: now})
 	}
-	p.session = s
+	p.session, p.home = s, nil
+	if g.self != "" {
+		s.home = store.Home{Relay: g.self, Session: newSessionID(), Since: now, Transport: s.transport, Remote: s.mux.RemoteAddr().String(),
+			Fingerprint: identity.Fingerprint(s.key), Client: s.client, Services: slices.Sorted(maps.Keys(s.services))}
+	}
 	p.fingerprint = identity.Fingerprint(s.key)
 	p.transport, p.remote, p.client = s.transport, s.mux.RemoteAddr().String(), s.client
 	p.connected, p.lastSeen = now, now
@@ -191,7 +202,7 @@ func (g *registry) up(s *nodeSession, portaliases []proto.Portalias) (old *nodeS
 	for _, pa := range portaliases {
 		ports[pa.Service] = pa.Portalias
 	}
-	g.queue(Event{Kind: EventUp, Playnode: p.name, Transport: p.transport, Remote: p.remote, Fingerprint: p.fingerprint,
+	g.queue(Event{Kind: EventUp, Playnode: p.name, Relay: g.self, Transport: p.transport, Remote: p.remote, Fingerprint: p.fingerprint,
 		ClientVersion: p.client, Portaliases: ports, Time: now})
 	return old, true
 }
@@ -207,7 +218,7 @@ func (g *registry) down(s *nodeSession, reason string) {
 	}
 	p.session = nil
 	p.lastSeen = g.now()
-	g.queue(Event{Kind: EventDown, Playnode: p.name, Transport: p.transport, Remote: p.remote, Reason: reason, Time: p.lastSeen})
+	g.queue(Event{Kind: EventDown, Playnode: p.name, Relay: g.self, Transport: p.transport, Remote: p.remote, Reason: reason, Time: p.lastSeen})
 }
 
 // session returns the online session of playnode, if any.
@@ -356,25 +367,44 @@ func (g *registry) currentTable() *store.Table {
 	return g.table
 }
 
-// route returns the online session behind portalias listener l and the
-// counters of the service it reaches, or nil when its playnode is offline,
-// did not register that service, or l is no longer the port's listener.
-func (g *registry) route(l *portListener) (*nodeSession, *serviceStats) {
+// target is where a connection to a portalias goes: the playnode's
+// session on this relay, or its home relay in the cluster (via), one hop.
+// st counts the service's connections either way.
+type target struct {
+	local    *nodeSession
+	via      store.Member
+	playnode string
+	st       *serviceStats
+}
+
+// route returns where a connection to portalias listener l goes; ok is
+// false when its playnode is offline (here and elsewhere), did not
+// register that service, or l is no longer the port's listener.
+func (g *registry) route(l *portListener) (t target, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	a, ok := g.table.Owner(l.port)
-	if !ok || g.listeners[l.port] != l {
-		return nil, nil
+	a, assigned := g.table.Owner(l.port)
+	if !assigned || g.listeners[l.port] != l {
+		return t, false
 	}
 	p := g.playnodes[a.Playnode]
-	if p == nil || p.session == nil {
-		return nil, nil
+	if p == nil {
+		return t, false
 	}
-	st := p.session.stats[a.Service]
-	if st == nil {
-		return nil, nil // a service this session did not register
+	t.playnode = a.Playnode
+	if p.session != nil {
+		t.local, t.st = p.session, p.session.stats[a.Service]
+		return t, t.st != nil // nil: a service this session did not register
 	}
-	return p.session, st
+	if p.home == nil || !slices.Contains(p.home.Services, a.Service) {
+		return t, false
+	}
+	m, known := g.members[p.home.Relay]
+	if !known {
+		return t, false
+	}
+	t.via, t.st = m, p.stats(a.Service)
+	return t, true
 }
 
 // portaliasesOf lists the table's portaliases for the given services,

@@ -58,6 +58,12 @@ type Relay struct {
 	throttle *logthrottle.Limiter
 
 	statusFailing bool // owned by the status writer, then by shutdown
+
+	// The cluster, when the store is shared (cluster.go, mesh.go); all nil
+	// when the relay is alone.
+	cluster  store.Cluster
+	presence *presence
+	mesh     *mesh
 }
 
 // New prepares a relay: it takes the data folder's lock, loads (or creates)
@@ -94,6 +100,14 @@ func New(cfg Config) (*Relay, error) {
 	if err := r.load(); err != nil {
 		lock.Release()
 		return nil, err
+	}
+	if c, ok := r.store.(store.Cluster); ok {
+		r.cluster = c
+		r.reg.self = cfg.Advertise
+		r.mesh = &mesh{r: r, links: map[string]*meshLink{}}
+		r.presence = newPresence(c, r.log, func(s *nodeSession, by store.Home) {
+			r.homeActions([]homeAction{{replaced: s, by: by}})
+		})
 	}
 	return r, nil
 }
@@ -178,6 +192,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.wg.Go(func() { r.store.Watch(ctx, r.applyWatched) })
 	r.wg.Go(func() { r.watchAuthorized(ctx) })
 	r.wg.Go(func() { r.throttle.Run(ctx) })
+	if r.cluster != nil {
+		r.log.Info("relay joins its cluster", "cluster_id", r.cfg.Advertise)
+		r.wg.Go(func() { r.runCluster(ctx) })
+		r.wg.Go(func() { r.presence.run(ctx) })
+	}
 	err := r.acceptNodes(ctx)
 	cancel()
 	r.shutdown()
@@ -201,6 +220,7 @@ func (r *Relay) shutdown() {
 	for _, s := range sessions {
 		s.refuse(refuseShutdown)
 	}
+	r.mesh.closeAll()
 	if r.quic != nil {
 		r.quic.Close()
 	}

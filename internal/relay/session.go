@@ -15,6 +15,7 @@ import (
 	"paradigm/internal/logthrottle"
 	"paradigm/internal/mux"
 	"paradigm/internal/proto"
+	"paradigm/internal/store"
 )
 
 // nodeSession is one online playnode: its transport session and what its
@@ -32,6 +33,7 @@ type nodeSession struct {
 	services  map[string]proto.Service // what its hello registered; fixed for the session
 	hostKeys  bool                     // its hello takes HostKeys (hostkey.go)
 	stats     map[string]*serviceStats // the counters of each service; set by registry.up
+	home      store.Home               // what this relay claims for it in the cluster; set by registry.up
 	log       *slog.Logger
 	streams   streamLimit // connections forwarded at once, all portaliases
 	wg        *sync.WaitGroup
@@ -59,6 +61,10 @@ func validPlaynode(name string) error { return proto.ValidateName("playnode", na
 // through its hello and welcome, and arranges its end: no goroutine of the
 // relay's waits for an idle session.
 func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer, transport string, deadline time.Time) {
+	if peer.Playnode == meshPeer {
+		r.serveMesh(ctx, ms, peer) // another relay of the cluster
+		return
+	}
 	log := r.log.With("remote", ms.RemoteAddr().String(), "transport", transport)
 	// One connection per key may wait for its hello: a newer one (the node
 	// redialled) ends the older, so an authorized key cannot pile up
@@ -92,6 +98,7 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 		stop()
 		s.mux.Close()
 		r.reg.down(s, s.downReason())
+		r.presence.release(s.playnode, s.home, s)
 	})
 }
 
@@ -157,6 +164,7 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, tran
 		// new one's welcome.
 		old.refuse(&proto.Refuse{Code: proto.RefuseReplaced, Reason: "a newer session of this playnode connected from " + ms.RemoteAddr().String()})
 	}
+	r.presence.claim(s) // cluster.go
 	s.sendWelcome(portaliases)
 	r.sendHostKeys(s) // hostkey.go
 	return s, nil

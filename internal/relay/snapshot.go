@@ -23,6 +23,9 @@ type PlaynodeState struct {
 	Name        string `json:"playnode"`
 	Fingerprint string `json:"key_fingerprint,omitempty"`
 	Online      bool   `json:"online"`
+	// Relay is the relay of the cluster holding its session while online,
+	// this one included; empty while offline or when the relay runs alone.
+	Relay string `json:"relay,omitempty"`
 	// Transport, Remote and ClientVersion are the current session's, or
 	// the last one's while offline.
 	Transport     string         `json:"transport,omitempty"`
@@ -111,8 +114,11 @@ func (g *registry) snapshotLocked() Snapshot {
 				if p.registered != nil {
 					ps.Registered = slices.Sorted(maps.Keys(p.registered))
 				}
-				if p.session != nil {
-					ps.Online, ps.LastSeen = true, now
+				switch {
+				case p.session != nil:
+					ps.Online, ps.LastSeen, ps.Relay = true, now, g.self
+				case p.home != nil:
+					ps.Online, ps.LastSeen, ps.Relay = true, now, p.home.Relay
 				}
 			}
 			byName[name] = ps
@@ -128,7 +134,8 @@ func (g *registry) snapshotLocked() Snapshot {
 			if st := p.services[a.Service]; st != nil {
 				st.fill(&ss)
 			}
-			if s := p.session; s != nil && s.services[a.Service].Name != "" {
+			if s := p.session; s != nil && s.services[a.Service].Name != "" ||
+				p.home != nil && slices.Contains(p.home.Services, a.Service) {
 				ss.State = StateOnline
 			}
 			ss.Stale = p.registered != nil && !p.registered[a.Service]

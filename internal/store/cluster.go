@@ -18,8 +18,8 @@ import (
 type Cluster interface {
 	// Join registers self under a lease of about ttl and keeps it alive
 	// until ctx is done. It calls fn with the current members and homes
-	// (a ClusterChange with Reset set, then one per member and home), then
-	// with every change, in order, until ctx is done; then it returns nil.
+	// (a ClusterChange with Reset set), then with every change, in order,
+	// until ctx is done; then it returns nil.
 	// While the store is unreachable it retries; when it could not renew
 	// the lease in time it reports LeaseLost, and once the store answers
 	// again, Rejoined: every claim made before is gone and must be made
@@ -69,8 +69,9 @@ func (h Home) Newer(o Home) bool {
 // ClusterChange is one change that Join reports. Exactly one of its parts
 // is set.
 type ClusterChange struct {
-	// Reset: forget every member and home; the current ones follow.
-	Reset bool
+	// Reset: these are all the members and homes there are now (when Join
+	// starts, and after it lost track: a broken watch, compaction).
+	Reset *ClusterState
 	// LeaseLost: this relay's lease could not be renewed in time; the
 	// other relays may already see its playnodes as gone.
 	LeaseLost bool
@@ -82,4 +83,10 @@ type ClusterChange struct {
 	// Playnode's home is now Home, or none when Home is nil.
 	Playnode string
 	Home     *Home
+}
+
+// ClusterState is the whole of a cluster at one moment.
+type ClusterState struct {
+	Members []Member
+	Homes   map[string]Home // by playnode
 }

@@ -143,12 +143,17 @@ func (s *Store) clusterBaseline(ctx context.Context, ka <-chan *clientv3.LeaseKe
 		resp, err := s.cli.Get(rctx, s.cluster, clientv3.WithPrefix())
 		cancel()
 		if err == nil {
-			fn(store.ClusterChange{Reset: true})
+			all := &store.ClusterState{Homes: map[string]store.Home{}}
 			for _, kv := range resp.Kvs {
-				if c, ok := s.clusterChange(kv, false); ok {
-					fn(c)
+				c, _ := s.clusterChange(kv, false)
+				switch {
+				case c.Member != nil:
+					all.Members = append(all.Members, *c.Member)
+				case c.Home != nil:
+					all.Homes[c.Playnode] = *c.Home
 				}
 			}
+			fn(store.ClusterChange{Reset: all})
 			return resp.Header.Revision, true
 		}
 		if !drain(ka) || !s.pause(ctx) {

@@ -28,9 +28,15 @@ func newView() *view {
 func (v *view) apply(c store.ClusterChange) {
 	v.mu.Lock()
 	switch {
-	case c.Reset:
+	case c.Reset != nil:
 		clear(v.members)
 		clear(v.homes)
+		for _, m := range c.Reset.Members {
+			v.members[m.ID] = m
+		}
+		for name, h := range c.Reset.Homes {
+			v.homes[name] = h
+		}
 	case c.LeaseLost:
 		v.lost++
 	case c.Rejoined:
