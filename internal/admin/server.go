@@ -62,8 +62,8 @@ const (
 // relay running there, for `paradigm-relay ls` and `ssh-config`.
 const AddrFile = "admin.json"
 
-// Config is everything the admin server needs; cmd/relay fills it from
-// flags.
+// Config is everything the admin server needs; internal/relaycli fills it
+// from the flags of paradigm-relay serve.
 type Config struct {
 	Relay *relay.Relay
 	// Listen is the admin address; loopback unless the operator

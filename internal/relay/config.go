@@ -37,7 +37,8 @@ const (
 	DefaultStreamOpenTimeout      = 10 * time.Second
 )
 
-// Config is everything Run needs; cmd/relay fills it from flags.
+// Config is everything Run needs; internal/relaycli fills it from the flags
+// of paradigm-relay serve.
 type Config struct {
 	DataDir string
 	// Listen is the one TCP address playnodes dial (SSH).

@@ -1,4 +1,4 @@
-package main
+package relaycli
 
 import (
 	"errors"
@@ -11,10 +11,10 @@ import (
 	"paradigm/internal/relay"
 )
 
-// The enrollment and lifecycle commands: flags only, internal/relay does the
-// work.
+// The enrollment and lifecycle commands: internal/relay does the work.
 
-func tokenCommand() *cli.Command {
+// Token is `paradigm-relay token` and its subcommands create, ls and rm.
+func Token() *cli.Command {
 	return &cli.Command{
 		Name:  "token",
 		Usage: "enrollment tokens: let new playnodes bind their own key",
@@ -90,7 +90,8 @@ func tokenCommand() *cli.Command {
 	}
 }
 
-func pendingCommand() *cli.Command {
+// Pending is `paradigm-relay pending`.
+func Pending() *cli.Command {
 	return &cli.Command{
 		Name:  "pending",
 		Usage: "list enrollments waiting for approval, and rejected keys",
@@ -109,6 +110,8 @@ func pendingCommand() *cli.Command {
 	}
 }
 
+// nameCommand is a command that takes one playnode NAME and prints what fn
+// returns.
 func nameCommand(name, usage string, fn func(dataDir, name string) (string, error)) *cli.Command {
 	return &cli.Command{
 		Name:      name,
@@ -124,19 +127,23 @@ func nameCommand(name, usage string, fn func(dataDir, name string) (string, erro
 	}
 }
 
-func approveCommand() *cli.Command {
+// Approve is `paradigm-relay approve NAME`.
+func Approve() *cli.Command {
 	return nameCommand("approve", "admit a pending enrollment: its key is bound to the name", relay.ApprovePending)
 }
 
-func rejectCommand() *cli.Command {
+// Reject is `paradigm-relay reject NAME`.
+func Reject() *cli.Command {
 	return nameCommand("reject", "refuse a pending enrollment; that key stays refused", relay.RejectPending)
 }
 
-func revokeCommand() *cli.Command {
+// Revoke is `paradigm-relay revoke NAME`.
+func Revoke() *cli.Command {
 	return nameCommand("revoke", "remove a playnode's key binding; a running relay disconnects it", relay.Revoke)
 }
 
-func nodesCommand() *cli.Command {
+// Nodes is `paradigm-relay nodes`.
+func Nodes() *cli.Command {
 	return &cli.Command{
 		Name:  "nodes",
 		Usage: "list authorized playnodes, also those never connected, with how each was enrolled",
@@ -151,7 +158,8 @@ func nodesCommand() *cli.Command {
 	}
 }
 
-func hostkeyCommand() *cli.Command {
+// Hostkey is `paradigm-relay hostkey` and its subcommands next and promote.
+func Hostkey() *cli.Command {
 	return &cli.Command{
 		Name:  "hostkey",
 		Usage: "rotate the relay's host key without losing a playnode",
