@@ -176,13 +176,12 @@ func (c *Config) setDefaults() error {
 	}
 	if _, ok := c.Store.(store.Cluster); ok {
 		if c.Advertise == "" {
+			// Listen's resolved address, once it is bound (load).
 			host, _, err := net.SplitHostPort(c.Listen)
 			if ip, perr := netip.ParseAddr(host); err != nil || host == "" || perr == nil && ip.IsUnspecified() {
 				return fmt.Errorf("listen address %q names no host: give --advertise HOST:PORT, where the other relays of the cluster reach this one", c.Listen)
 			}
-			c.Advertise = c.Listen
-		}
-		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+		} else if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
 			return fmt.Errorf("advertise address %q: want HOST:PORT: %v", c.Advertise, err)
 		}
 	}

@@ -366,12 +366,18 @@ func fetch(t *testing.T, port uint16) (string, error) {
 // itself, which is as good.
 func closedAtOnce(t *testing.T, port uint16) {
 	t.Helper()
-	c, err := net.Dial("tcp", portAddr(port))
+	closedAtOnceAt(t, portAddr(port))
+}
+
+// closedAtOnceAt is closedAtOnce for a portalias at addr.
+func closedAtOnceAt(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
 	if errors.Is(err, syscall.ECONNRESET) {
 		return
 	}
 	if err != nil {
-		t.Fatalf("dial portalias %d: %v", port, err)
+		t.Fatalf("dial portalias %s: %v", addr, err)
 	}
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))

@@ -102,8 +102,11 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	if c, ok := r.store.(store.Cluster); ok {
+		if r.cfg.Advertise == "" {
+			r.cfg.Advertise = r.ln.Addr().String()
+		}
 		r.cluster = c
-		r.reg.self = cfg.Advertise
+		r.reg.self = r.cfg.Advertise
 		r.mesh = &mesh{r: r, links: map[string]*meshLink{}}
 		r.presence = newPresence(c, r.log, func(s *nodeSession, by store.Home) {
 			r.homeActions([]homeAction{{replaced: s, by: by}})

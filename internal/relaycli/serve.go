@@ -59,6 +59,7 @@ type serveFlags struct {
 func (f *serveFlags) flags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "listen", Destination: &f.relay.Listen, Value: relay.DefaultListen, Usage: "address playnodes dial (SSH)", EnvVars: []string{"PARADIGM_RELAY_LISTEN"}},
+		&cli.StringFlag{Name: "advertise", Destination: &f.relay.Advertise, DefaultText: "--listen, when it names a host", Usage: "with a shared --store: HOST:PORT where the other relays of the cluster reach this one's --listen port; it also names this relay in the cluster", EnvVars: []string{"PARADIGM_RELAY_ADVERTISE"}},
 		&cli.StringFlag{Name: "quic-listen", Destination: &f.relay.QUICListen, Usage: "also serve playnodes over QUIC on this UDP address (e.g. :4422, the same port number as --listen); off when empty", EnvVars: []string{"PARADIGM_RELAY_QUIC_LISTEN"}},
 		&cli.StringFlag{Name: "ports", Destination: &f.ports, Value: defaultPorts, Usage: "range portaliases are assigned from", EnvVars: []string{"PARADIGM_RELAY_PORTS"}},
 		&cli.StringFlag{Name: "bind", Destination: &f.relay.Bind, Value: relay.DefaultBind, Usage: "address portaliases listen on; anything but loopback exposes every playnode's services to the network", EnvVars: []string{"PARADIGM_RELAY_BIND"}},

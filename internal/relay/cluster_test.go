@@ -1,0 +1,160 @@
+package relay_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"paradigm/internal/identity"
+	"paradigm/internal/node"
+	"paradigm/internal/relay"
+	"paradigm/internal/store/etcdstore"
+	"paradigm/internal/store/etcdstore/etcdtest"
+)
+
+// clusterRelays starts n relays sharing one etcd (prefix), each binding
+// the portaliases on its own loopback address, 127.0.0.2 upwards, as
+// relays on separate servers would on theirs.
+func clusterRelays(t *testing.T, e *etcdtest.Server, prefix string, n int) []*testRelay {
+	t.Helper()
+	low, high := portWindow()
+	var rs []*testRelay
+	for i := range n {
+		cfg := relayConfig(t)
+		cfg.PortLow, cfg.PortHigh = low, high
+		cfg.Bind = fmt.Sprintf("127.0.0.%d", i+2)
+		cfg.Listen = cfg.Bind + ":0"
+		s, err := etcdstore.Open([]string{e.Client}, prefix, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		cfg.Store = s
+		rs = append(rs, startRelay(t, cfg, node.TransportSSH))
+	}
+	return rs
+}
+
+// clusterID is the id a relay has in its cluster: its resolved address.
+func clusterID(r *testRelay) string { return r.Addr().String() }
+
+// waitHome waits until r shows playnode online at home on relay home, its
+// service online, and returns the service's portalias.
+func waitHome(t *testing.T, r *testRelay, playnode, home, service string) uint16 {
+	t.Helper()
+	var port uint16
+	waitState(t, r.Relay, playnode+" at home on "+home+" as "+r.cfg.Bind+" sees it", func(s relay.Snapshot) bool {
+		p, ok := s.Playnode(playnode)
+		if !ok || !p.Online || p.Relay != home {
+			return false
+		}
+		for _, svc := range p.Services {
+			if svc.Name == service && svc.State == relay.StateOnline {
+				port = svc.Portalias
+				return true
+			}
+		}
+		return false
+	})
+	return port
+}
+
+// echoVia checks that the portalias at addr reaches the echo service.
+func echoVia(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, waitTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	msg := "through " + addr
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != msg {
+		t.Fatalf("echo through %s: got %q, %v; want %q", addr, got, err, msg)
+	}
+}
+
+// TestClusterMesh: three relays sharing etcd. A playnode connected to A
+// answers on the same portalias on all three (B and C forward one hop to
+// A); a newer session of it on B takes over from A across relays, and A
+// then forwards to B; when it stops, every relay shows it offline; when a
+// relay stops, its playnodes are gone from the others' view at once.
+func TestClusterMesh(t *testing.T) {
+	e := etcdtest.Start(t)
+	rs := clusterRelays(t, e, "mesh", 3)
+	a, b, c := rs[0], rs[1], rs[2]
+	var keyFile string
+	for _, r := range rs {
+		keyFile, _ = authorizeKey(t, r.cfg, "pi", keyFile)
+	}
+	echo := echoServer(t)
+
+	onA := startNode(t, a.nodeConfig(t, "pi", keyFile, "echo="+echo))
+	port := waitOnline(t, a, "pi", 1)["echo"]
+	for _, r := range []*testRelay{b, c} {
+		if got := waitHome(t, r, "pi", clusterID(a), "echo"); got != port {
+			t.Fatalf("relay %s shows portalias %d for pi echo, A assigned %d", r.cfg.Bind, got, port)
+		}
+	}
+	for _, r := range rs {
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+	}
+
+	// The same playnode connects to B (it moved): B's session is newer,
+	// A ends its own as replaced and forwards to B from then on.
+	snapA, subA := a.Subscribe(64)
+	defer subA.Close()
+	_ = snapA
+	onB := startNode(t, b.nodeConfig(t, "pi", keyFile, "echo="+echo))
+	nextEvent(t, subA, "A ends its session of pi as replaced", func(ev relay.Event) bool {
+		return ev.Kind == relay.EventDown && ev.Playnode == "pi" && ev.Relay == clusterID(a) && ev.Reason == relay.ReasonReplaced
+	})
+	onA.stop(t)
+	for _, r := range []*testRelay{a, c} {
+		waitHome(t, r, "pi", clusterID(b), "echo")
+	}
+	for _, r := range rs {
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+	}
+
+	onB.stop(t)
+	for _, r := range rs {
+		waitOffline(t, r, "pi")
+		closedAtOnceAt(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+	}
+
+	// A relay that stops takes its playnodes' presence with it.
+	startNode(t, c.nodeConfig(t, "pi", keyFile, "echo="+echo))
+	waitHome(t, a, "pi", clusterID(c), "echo")
+	c.stop(t)
+	waitOffline(t, a, "pi")
+	waitOffline(t, b, "pi")
+}
+
+// authorizeKey binds playnode name to the key in keyFile (a new key when
+// keyFile is empty) in cfg's data folder, and returns the key file.
+func authorizeKey(t *testing.T, cfg relay.Config, name, keyFile string) (string, ssh.Signer) {
+	t.Helper()
+	if keyFile == "" {
+		return authorize(t, cfg, name)
+	}
+	key, err := identity.LoadKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Authorize(filepath.Join(cfg.DataDir, relay.AuthorizedFile), name, key.PublicKey(), ""); err != nil {
+		t.Fatal(err)
+	}
+	return keyFile, key
+}
