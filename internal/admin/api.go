@@ -311,22 +311,34 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // Readiness is the body of /readyz: ready once every portalias the relay
-// knows is bound (no service in state bind-failed).
+// knows is bound (no service in state bind-failed) and, in a cluster, while
+// the shared store answers.
 // The count only: the endpoint needs no token, so it names no playnode.
 type Readiness struct {
 	Ready      bool `json:"ready"`
 	BindFailed int  `json:"bind_failed"`
+	// ClusterStore is "ok" or "unreachable" for a relay of a cluster:
+	// while unreachable, sessions and portaliases keep working but new
+	// portaliases, enrollments and takeovers across relays wait.
+	ClusterStore string `json:"cluster_store,omitempty"`
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	low, high := s.relay.PortRange()
 	var rd Readiness
-	for _, p := range Portaliases(s.relay.Snapshot(), s.relay.Bind(), low, high) {
+	snap := s.relay.Snapshot()
+	for _, p := range Portaliases(snap, s.relay.Bind(), low, high) {
 		if p.State == relay.StateBindFailed {
 			rd.BindFailed++
 		}
 	}
 	rd.Ready = rd.BindFailed == 0
+	if c := snap.Cluster; c != nil {
+		rd.ClusterStore = "ok"
+		if !c.StoreOK {
+			rd.ClusterStore, rd.Ready = "unreachable", false
+		}
+	}
 	code := http.StatusOK
 	if !rd.Ready {
 		code = http.StatusServiceUnavailable

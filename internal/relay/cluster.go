@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -453,4 +455,25 @@ func parseMemberKey(line string) (ssh.PublicKey, error) {
 		return nil, err
 	}
 	return key, identity.CheckEd25519(key)
+}
+
+// clusterState is the cluster part of a Snapshot; nil when alone.
+func (r *Relay) clusterState() *ClusterState {
+	if r.cluster == nil {
+		return nil
+	}
+	ok, why, since := r.presence.state()
+	cs := &ClusterState{ID: r.cfg.Advertise, StoreOK: ok, StoreError: why, Since: since}
+	r.reg.mu.Lock()
+	cs.Members = slices.Sorted(maps.Keys(r.reg.members))
+	r.reg.mu.Unlock()
+	return cs
+}
+
+// ClusterID is this relay's id in its cluster, "" when it runs alone.
+func (r *Relay) ClusterID() string {
+	if r.cluster == nil {
+		return ""
+	}
+	return r.cfg.Advertise
 }

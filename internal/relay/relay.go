@@ -57,7 +57,8 @@ type Relay struct {
 	// relay writes it.
 	throttle *logthrottle.Limiter
 
-	statusFailing bool // owned by the status writer, then by shutdown
+	statusFailing bool         // owned by the status writer, then by shutdown
+	mirrored      *store.Table // the table flushMirror wrote last; the status writer's too
 
 	// The cluster, when the store is shared (cluster.go, mesh.go); all nil
 	// when the relay is alone.

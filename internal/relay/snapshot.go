@@ -16,6 +16,20 @@ type Snapshot struct {
 	Seq       uint64          `json:"seq"` // the last event published before it was taken
 	Playnodes []PlaynodeState `json:"playnodes"`
 	Counters  Counters        `json:"counters"`
+	// Cluster is set when the relay is one of a cluster (a shared store).
+	Cluster *ClusterState `json:"cluster,omitempty"`
+}
+
+// ClusterState is what a relay of a cluster knows of it.
+type ClusterState struct {
+	ID      string   `json:"id"`      // this relay's, its advertised address
+	Members []string `json:"members"` // every relay that holds a lease now, this one included once joined
+	// StoreOK: the shared store answers and this relay's presence there is
+	// current. While not, sessions and portaliases keep working; new
+	// portaliases, enrollments and takeovers across relays wait.
+	StoreOK    bool      `json:"store_ok"`
+	StoreError string    `json:"store_error,omitempty"`
+	Since      time.Time `json:"since"` // when StoreOK last changed
 }
 
 // PlaynodeState is one playnode in a Snapshot.
@@ -86,6 +100,7 @@ type Counters struct {
 func (r *Relay) Snapshot() Snapshot {
 	s := r.reg.snapshot()
 	s.Counters.PeerEvents = r.throttle.Counts()
+	s.Cluster = r.clusterState()
 	return s
 }
 
@@ -235,5 +250,6 @@ func (r *Relay) Subscribe(n int) (snap Snapshot, sub *Subscription) {
 	defer g.pubMu.Unlock()
 	snap = g.snapshotLocked()
 	snap.Counters.PeerEvents = r.throttle.Counts()
+	snap.Cluster = r.clusterState()
 	return snap, g.bus.subscribe(n)
 }
