@@ -158,3 +158,63 @@ func authorizeKey(t *testing.T, cfg relay.Config, name, keyFile string) (string,
 	}
 	return keyFile, key
 }
+
+// TestClusterEtcdOutage: etcd dies for longer than the relays' lease. No
+// session drops and every portalias keeps working, through the mesh too;
+// the relay says its cluster store is unreachable; a playnode that needs
+// a new portalias is admitted once etcd is back, and nothing assigned
+// before is lost or moved.
+func TestClusterEtcdOutage(t *testing.T) {
+	e := etcdtest.Start(t)
+	rs := clusterRelays(t, e, "outage", 2)
+	a, b := rs[0], rs[1]
+	var piKey, tvKey string
+	for _, r := range rs {
+		piKey, _ = authorizeKey(t, r.cfg, "pi", piKey)
+		tvKey, _ = authorizeKey(t, r.cfg, "tv", tvKey)
+	}
+	echo := echoServer(t)
+	startNode(t, a.nodeConfig(t, "pi", piKey, "echo="+echo))
+	port := waitOnline(t, a, "pi", 1)["echo"]
+	waitHome(t, b, "pi", clusterID(a), "echo")
+
+	_, sub := a.Subscribe(256)
+	defer sub.Close()
+	e.Kill()
+	waitState(t, a.Relay, "A reports its cluster store unreachable", func(s relay.Snapshot) bool {
+		return s.Cluster != nil && !s.Cluster.StoreOK
+	})
+	for _, r := range rs {
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+	}
+	// A new playnode cannot get a portalias now; it is admitted once etcd
+	// is back (it retries after its backoff).
+	startNode(t, a.nodeConfig(t, "tv", tvKey, "echo="+echo))
+	e.Restart()
+	tvPort := waitOnline(t, a, "tv", 1)["echo"]
+	waitState(t, a.Relay, "A reports its cluster store reachable again", func(s relay.Snapshot) bool {
+		return s.Cluster != nil && s.Cluster.StoreOK
+	})
+	waitHome(t, b, "tv", clusterID(a), "echo")
+	if got := waitHome(t, b, "pi", clusterID(a), "echo"); got != port {
+		t.Errorf("after the outage pi's portalias is %d, want %d", got, port)
+	}
+	if tvPort == port {
+		t.Errorf("tv got pi's portalias %d", port)
+	}
+	for _, r := range rs {
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(tvPort))))
+	}
+	for {
+		select {
+		case ev := <-sub.C:
+			if ev.Kind == relay.EventDown && ev.Playnode == "pi" {
+				t.Fatalf("pi's session dropped during the etcd outage: %+v", ev)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}

@@ -48,8 +48,11 @@ type Relay struct {
 
 	// applyMu serialises committing assignments to the store with applying
 	// them, so tables are applied in commit order. Lock order: applyMu ->
-	// registry.mu. It is never held across a network write.
-	applyMu sync.Mutex
+	// registry.mu. It is held across the store's Update, which is a network
+	// call to a shared store (etcd): so a hello takes it only when it needs
+	// a new portalias, and gives up at its deadline (LockCtx); no write to
+	// a playnode or client happens under it.
+	applyMu ctxMutex
 	reg     *registry
 
 	// throttle takes the log lines that peers cause (refused and failed
@@ -92,6 +95,7 @@ func New(cfg Config) (*Relay, error) {
 		lock:    lock,
 		store:   cfg.Store,
 		hsSlots: make(chan struct{}, cfg.MaxHandshakes),
+		applyMu: make(ctxMutex, 1),
 
 		throttle: logthrottle.New(cfg.Logger, logthrottle.Config{PerReason: cfg.PeerLogLines}),
 	}
@@ -111,7 +115,7 @@ func New(cfg Config) (*Relay, error) {
 		r.mesh = &mesh{r: r, links: map[string]*meshLink{}}
 		r.presence = newPresence(c, r.log, func(s *nodeSession, by store.Home) {
 			r.homeActions([]homeAction{{replaced: s, by: by}})
-		})
+		}, r.reg.clusterStore)
 	}
 	return r, nil
 }
@@ -251,4 +255,22 @@ func (r *Relay) Close() error {
 	}
 	r.wg.Wait()
 	return r.lock.Release()
+}
+
+// ctxMutex is a mutex whose holder may wait on the network (a store
+// update), so that a waiter can give up when its context ends instead of
+// queueing behind it for good.
+type ctxMutex chan struct{}
+
+func (m ctxMutex) Lock()   { m <- struct{}{} }
+func (m ctxMutex) Unlock() { <-m }
+
+// LockCtx locks m, or returns ctx's error if it ends first.
+func (m ctxMutex) LockCtx(ctx context.Context) error {
+	select {
+	case m <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
