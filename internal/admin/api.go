@@ -282,7 +282,7 @@ func (s *Server) aliasSet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := relay.AliasSet(r.Context(), s.relay.DataDir(), a, req.Force); err != nil {
+	if err := relay.AliasSet(r.Context(), s.relay.DataDir(), s.relay.Store(), a, req.Force); err != nil {
 		writeError(w, http.StatusConflict, err.Error())
 		return
 	}
@@ -297,7 +297,7 @@ func (s *Server) aliasRemove(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	n, err := relay.AliasRemove(r.Context(), s.relay.DataDir(), name, service)
+	n, err := relay.AliasRemove(r.Context(), s.relay.DataDir(), s.relay.Store(), name, service)
 	if err != nil {
 		writeError(w, http.StatusNotFound, err.Error())
 		return

@@ -1,11 +1,13 @@
 package relay_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"paradigm/internal/identity"
 	"paradigm/internal/node"
 	"paradigm/internal/relay"
+	"paradigm/internal/store"
 	"paradigm/internal/store/etcdstore"
 	"paradigm/internal/store/etcdstore/etcdtest"
 )
@@ -216,5 +219,49 @@ func TestClusterEtcdOutage(t *testing.T) {
 		default:
 		}
 		break
+	}
+}
+
+// TestClusterAliasAndMirror: the operator's alias commands change the
+// shared store (given with --store), and refuse the data folder's file,
+// which is only the relay's mirror of it; every relay serves the moved
+// portalias; ls reads the mirror once the relay is gone.
+func TestClusterAliasAndMirror(t *testing.T) {
+	e := etcdtest.Start(t)
+	rs := clusterRelays(t, e, "alias", 2)
+	a, b := rs[0], rs[1]
+	var keyFile string
+	for _, r := range rs {
+		keyFile, _ = authorizeKey(t, r.cfg, "pi", keyFile)
+	}
+	startNode(t, a.nodeConfig(t, "pi", keyFile, "echo="+echoServer(t)))
+	old := waitOnline(t, a, "pi", 1)["echo"]
+	waitFor(t, "A to record its settings", func() bool {
+		_, running, _ := relay.List(a.cfg.DataDir)
+		return running
+	})
+	moved := old + 1
+	if moved > a.cfg.PortHigh {
+		moved = old - 1
+	}
+	set := store.Assignment{Playnode: "pi", Service: "echo", Portalias: moved}
+	err := relay.AliasSet(context.Background(), a.cfg.DataDir, nil, set, false)
+	if err == nil || !strings.Contains(err.Error(), "--store etcd://") {
+		t.Fatalf("alias set on a cluster relay's folder without --store: got %v, want an error asking for --store", err)
+	}
+	if err := relay.AliasSet(context.Background(), a.cfg.DataDir, a.cfg.Store, set, false); err != nil {
+		t.Fatalf("alias set with the shared store: %v", err)
+	}
+	for _, r := range []*testRelay{a, b} {
+		waitState(t, r.Relay, "pi echo moved on "+r.cfg.Bind, func(s relay.Snapshot) bool {
+			p, _ := s.Playnode("pi")
+			return len(p.Services) == 1 && p.Services[0].Portalias == moved && p.Services[0].State == relay.StateOnline
+		})
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(moved))))
+	}
+	a.stop(t)
+	rows, running, err := relay.List(a.cfg.DataDir)
+	if err != nil || running || len(rows) != 1 || rows[0].Portalias != moved {
+		t.Fatalf("ls of the stopped relay's folder: %+v, running %v, %v; want pi echo at %d from the mirror", rows, running, err, moved)
 	}
 }

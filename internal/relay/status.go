@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,6 +45,9 @@ type RelayInfo struct {
 	PortHigh       uint16        `json:"port_high"`
 	Bind           string        `json:"bind"`
 	ReloadInterval time.Duration `json:"reload_interval"`
+	// Store names a shared store (--store) holding the portaliases; empty
+	// when they are the data folder's file.
+	Store string `json:"store,omitempty"`
 }
 
 type statusDoc struct {
@@ -157,6 +161,9 @@ func (r *Relay) flushStatus() {
 // info is the relay's settings for status.json.
 func (r *Relay) info() *RelayInfo {
 	info := &RelayInfo{PID: os.Getpid(), PortLow: r.cfg.PortLow, PortHigh: r.cfg.PortHigh, Bind: r.cfg.Bind, ReloadInterval: r.cfg.ReloadInterval}
+	if named, ok := r.cfg.Store.(fmt.Stringer); ok {
+		info.Store = named.String()
+	}
 	if a, ok := r.ln.Addr().(*net.TCPAddr); ok {
 		info.ListenPort = uint16(a.Port)
 	}

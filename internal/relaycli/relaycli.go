@@ -12,6 +12,7 @@ package relaycli
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
@@ -39,6 +40,19 @@ func GlobalFlags() []cli.Flag {
 // --store is empty. Any command may call it; its errors name the flag.
 func OpenStore(c *cli.Context) (store.Store, error) {
 	return etcdstore.OpenURL(c.String("store"), c.String("store-ca"), c.String("store-cert"), c.String("store-key"))
+}
+
+// withStore runs fn with the store the --store flags name (nil for none),
+// closed afterwards.
+func withStore(c *cli.Context, fn func(store.Store) error) error {
+	st, err := OpenStore(c)
+	if err != nil {
+		return err
+	}
+	if cl, ok := st.(io.Closer); ok {
+		defer cl.Close()
+	}
+	return fn(st)
 }
 
 // printed prints msg on its own line unless err.

@@ -52,6 +52,7 @@ type Store struct {
 
 	cli       *clientv3.Client
 	endpoints string // for error messages
+	url       string // etcd://ENDPOINTS/PREFIX, what String returns
 	ports     string // PREFIX/portaliases/ports/
 	version   string // PREFIX/portaliases/version
 	root      string // PREFIX/portaliases/, what Watch watches
@@ -98,12 +99,16 @@ func Open(endpoints []string, prefix string, tlsConfig *tls.Config) (*Store, err
 	return &Store{
 		cli:       cli,
 		endpoints: strings.Join(endpoints, ","),
+		url:       "etcd://" + strings.Join(endpoints, ",") + "/" + p,
 		root:      root,
 		ports:     root + "ports/",
 		version:   root + "version",
 		cluster:   "/" + p + "/cluster/",
 	}, nil
 }
+
+// String is the store as --store names it, etcd://HOST:PORT[,...]/PREFIX.
+func (s *Store) String() string { return s.url }
 
 // Close releases the connection to etcd; Watch calls in progress return.
 func (s *Store) Close() error {
