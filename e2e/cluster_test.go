@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"paradigm/internal/identity"
+	"paradigm/internal/node"
+	"paradigm/internal/relay"
+	"paradigm/internal/store/etcdstore/etcdtest"
+)
+
+// clusterRelay is one relay binary of a cluster on its own loopback
+// address (127.0.0.2 upwards): --listen, --bind and --admin there, as on
+// separate servers.
+type clusterRelay struct {
+	*relayProc
+	d    *deployment
+	ip   string
+	args []string // serve's flags, to restart it as it was
+}
+
+// newCluster prepares n relay data folders sharing one etcd under prefix
+// and one port window.
+func newCluster(t *testing.T, e *etcdtest.Server, prefix string, n int) []*clusterRelay {
+	t.Helper()
+	var rs []*clusterRelay
+	for i := range n {
+		d := newDeployment(t)
+		if i > 0 {
+			d.low, d.high, d.ports = rs[0].d.low, rs[0].d.high, rs[0].d.ports
+		}
+		d.keepalive = "1s"
+		ip := fmt.Sprintf("127.0.0.%d", i+2)
+		d.serveArgs = []string{"--store", "etcd://" + e.Client + "/" + prefix, "--bind", ip, "--admin", ip + ":0"}
+		rs = append(rs, &clusterRelay{d: d, ip: ip})
+	}
+	return rs
+}
+
+// start runs the relay on its address at port (0: any; a restart passes
+// the port it had).
+func (r *clusterRelay) start(t *testing.T, port int) {
+	t.Helper()
+	r.relayProc = r.d.serve(t, "ssh", net.JoinHostPort(r.ip, strconv.Itoa(port)))
+}
+
+// port is the relay's resolved playnode port.
+func (r *clusterRelay) port(t *testing.T) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// api GETs path from the relay's admin endpoint (its URL in admin.json)
+// into v and returns the status code.
+func (r *clusterRelay) api(t *testing.T, path string, v any) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(r.d.data, "admin.json"))
+	if err != nil {
+		t.Fatalf("admin.json of %s: %v", r.ip, err)
+	}
+	var a struct{ URL string }
+	if err := json.Unmarshal(b, &a); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(a.URL + path)
+	if err != nil {
+		t.Fatalf("GET %s on %s: %v", path, r.ip, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s on %s: %v", path, r.ip, err)
+	}
+	return resp.StatusCode
+}
+
+// apiPlaynode is what the admin API says of one playnode.
+type apiPlaynode struct {
+	Name      string    `json:"playnode"`
+	Online    bool      `json:"online"`
+	Relay     string    `json:"relay"`
+	Connected time.Time `json:"connected_since"`
+	Services  []struct {
+		Service   string `json:"service"`
+		Portalias uint16 `json:"portalias"`
+		State     string `json:"state"`
+	} `json:"services"`
+}
+
+// playnode returns what r's admin API says of name (zero if unknown).
+func (r *clusterRelay) playnode(t *testing.T, name string) apiPlaynode {
+	t.Helper()
+	var p apiPlaynode
+	if r.api(t, "/api/v1/playnodes/"+name, &p) != http.StatusOK {
+		return apiPlaynode{}
+	}
+	return p
+}
+
+// waitHome waits until r shows name online at home on relay home (an
+// address) with its service online, and returns the portalias.
+func (r *clusterRelay) waitHome(t *testing.T, name, home, service string) uint16 {
+	t.Helper()
+	var port uint16
+	waitUntil(t, fmt.Sprintf("%s to show %s at home on %s", r.ip, name, home), func() bool {
+		p := r.playnode(t, name)
+		if !p.Online || p.Relay != home {
+			return false
+		}
+		for _, s := range p.Services {
+			if s.Service == service && s.State == relay.StateOnline {
+				port = s.Portalias
+				return true
+			}
+		}
+		return false
+	})
+	return port
+}
+
+// echoAt checks that addr echoes what it is sent.
+func echoAt(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := "ping " + addr
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		return err
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echo through %s: got %q, want %q", addr, got, msg)
+	}
+	return nil
+}
+
+// portalias is the address of portalias port on relay r.
+func (r *clusterRelay) portalias(port uint16) string {
+	return net.JoinHostPort(r.ip, strconv.Itoa(int(port)))
+}
+
+// TestClusterEtcdOutage: etcd killed for 30 s under two relay binaries.
+// No session drops (the playnode's connected-since does not change), its
+// portalias answers through both relays all along, /readyz says the store
+// is unreachable; a new playnode, which needs a new portalias, is admitted
+// once etcd is back, and nothing assigned before is lost or moved.
+func TestClusterEtcdOutage(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	rs := newCluster(t, e, "outage", 2)
+	a, b := rs[0], rs[1]
+	piKey := a.d.addPlaynode(t, "pi")
+	lateKey := a.d.addPlaynode(t, "late")
+	b.d.authorize(t, "pi", piKey)
+	b.d.authorize(t, "late", lateKey)
+	a.start(t, 0)
+	b.start(t, 0)
+	echo := portOf(fmt.Sprint("127.0.0.1:", startEcho(t)))
+	a.d.runNode(t, a.relayProc, "pi", piKey, "echo="+echo)
+	port := b.waitHome(t, "pi", a.addr, "echo")
+	before := a.playnode(t, "pi")
+
+	e.Kill()
+	killed := time.Now()
+	var rd struct {
+		Ready        bool   `json:"ready"`
+		ClusterStore string `json:"cluster_store"`
+	}
+	waitUntil(t, "A's /readyz to say the cluster store is unreachable", func() bool {
+		code := a.api(t, "/readyz", &rd)
+		return code == http.StatusServiceUnavailable && !rd.Ready && rd.ClusterStore == "unreachable"
+	})
+	b.d.runNode(t, b.relayProc, "late", lateKey, "echo="+echo)
+	for time.Since(killed) < 30*time.Second {
+		for _, r := range rs {
+			if err := echoAt(r.portalias(port)); err != nil {
+				t.Fatalf("%v after etcd was killed: %v", time.Since(killed).Round(time.Millisecond), err)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	if p := b.playnode(t, "late"); p.Online {
+		t.Errorf("late is online while etcd is down: %+v", p)
+	}
+	e.Restart()
+	restarted := time.Now()
+	latePort := a.waitHome(t, "late", b.addr, "echo")
+	t.Logf("late online through A %v after etcd's restart", time.Since(restarted).Round(time.Millisecond))
+	if latePort == port {
+		t.Errorf("late got pi's portalias %d", port)
+	}
+	after := a.playnode(t, "pi")
+	if !after.Online || !after.Connected.Equal(before.Connected) {
+		t.Errorf("pi on A after the outage: online %v since %v; want the session of %v, unbroken", after.Online, after.Connected, before.Connected)
+	}
+	for _, r := range rs {
+		if got := r.waitHome(t, "pi", a.addr, "echo"); got != port {
+			t.Errorf("%s: pi's portalias %d after the outage, want %d", r.ip, got, port)
+		}
+		for _, p := range []uint16{port, latePort} {
+			if err := echoAt(r.portalias(p)); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	waitUntil(t, "A's /readyz to say ready again", func() bool {
+		return a.api(t, "/readyz", &rd) == http.StatusOK && rd.ClusterStore == "ok"
+	})
+}
+
+// TestClusterConcurrentAssign: two relay binaries assign ports for 200 new
+// playnodes at the same time (100 dial each, in-process nodes); no port is
+// given twice, and both relays agree on every assignment.
+func TestClusterConcurrentAssign(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	e := etcdtest.Start(t)
+	rs := newCluster(t, e, "assign", 2)
+	for _, r := range rs {
+		r.d.low, r.d.high = rs[0].d.low, rs[0].d.low+n+19
+		r.d.ports = fmt.Sprintf("%d-%d", r.d.low, r.d.high)
+	}
+	keys := make([]string, n)
+	for i := range n {
+		name := fmt.Sprintf("dev%03d", i)
+		keys[i] = filepath.Join(rs[0].d.dir, name+".key")
+		k, err := identity.GenerateKey(keys[i], name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if err := relay.Authorize(filepath.Join(r.d.data, relay.AuthorizedFile), name, k.PublicKey(), ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, r := range rs {
+		r.start(t, 0)
+	}
+	echo := fmt.Sprint("127.0.0.1:", startEcho(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	for i := range n {
+		r := rs[i%2]
+		svc, _ := node.ParseService("echo=" + echo)
+		cfg := node.Config{Relay: r.addr, Fingerprint: r.d.fingerprint, KeyFile: keys[i], Name: fmt.Sprintf("dev%03d", i),
+			Transport: node.TransportSSH, Services: []node.Service{svc}, BackoffMax: time.Second, RefusedRetry: time.Second}
+		nd, err := node.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if err := nd.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("node %s: %v", cfg.Name, err)
+			}
+		})
+	}
+	var lists [2]map[string]uint16
+	for i, r := range rs {
+		waitUntil(t, fmt.Sprintf("all %d playnodes online with a portalias, as %s sees them", n, r.ip), func() bool {
+			var list struct{ Playnodes []apiPlaynode }
+			if r.api(t, "/api/v1/playnodes", &list) != http.StatusOK {
+				return false
+			}
+			got := map[string]uint16{}
+			for _, p := range list.Playnodes {
+				if p.Online && len(p.Services) == 1 && p.Services[0].State == relay.StateOnline {
+					got[p.Name] = p.Services[0].Portalias
+				}
+			}
+			lists[i] = got
+			return len(got) == n
+		})
+	}
+	owner := map[uint16]string{}
+	for name, port := range lists[0] {
+		if other, dup := owner[port]; dup {
+			t.Errorf("portalias %d given to both %s and %s", port, other, name)
+		}
+		owner[port] = name
+		if lists[1][name] != port {
+			t.Errorf("%s: portalias %d on %s, %d on %s", name, port, rs[0].ip, lists[1][name], rs[1].ip)
+		}
+	}
+}
