@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"paradigm/internal/testenv"
+)
+
+// secondRelay sets up another relay data folder that shares d's host key
+// (host_key copied before the first start, as README's "Node failover"
+// says), so one --fingerprint verifies both.
+func secondRelay(t *testing.T, d *deployment) *deployment {
+	t.Helper()
+	dir := t.TempDir()
+	e := &deployment{dir: dir, data: filepath.Join(dir, "relay"), keepalive: d.keepalive}
+	e.low, e.high = portWindow(20)
+	e.ports = fmt.Sprintf("%d-%d", e.low, e.high)
+	if err := os.Mkdir(e.data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(d.data, "host_key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.data, "host_key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.fingerprint = strings.TrimSpace(mustRun(t, relayBin, "fingerprint", "--data", e.data))
+	if e.fingerprint != d.fingerprint {
+		t.Fatalf("second relay's fingerprint %q, want the shared key's %q", e.fingerprint, d.fingerprint)
+	}
+	return e
+}
+
+// TestNodeFailover drives two relays sharing one host key and a node given
+// both in its config file (relay twice): the node connects to the first;
+// kill -9 of the first moves it to the second, where its service answers
+// through that relay's portalias; the first restarted, the node moves back
+// to it after --prefer-first-after.
+func TestNodeFailover(t *testing.T) {
+	t.Parallel()
+	a := newDeployment(t)
+	a.keepalive = "1s"
+	b := secondRelay(t, a)
+	key := a.addPlaynode(t, playnode)
+	b.authorize(t, playnode, key)
+	ra := a.serve(t, "ssh", "127.0.0.1:0")
+	rb := b.serve(t, "ssh", "127.0.0.1:0")
+	echo := startEcho(t)
+	conf := filepath.Join(a.dir, "node.conf")
+	text := fmt.Sprintf("relay = %s\nrelay = %s\nfingerprint = %s\nkey = %s\nname = %s\nservice = echo=%d\nprefer-first-after = 2s\n",
+		ra.addr, rb.addr, a.fingerprint, key, playnode, echo)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := start(t, "node", nodeBin, "--log-format", "json", "run", "--config", conf, "--keepalive", "1s",
+		"--backoff-max", "1s", "--lock", filepath.Join(a.dir, "node.lock"))
+	a.waitLs(t, playnode, "echo", true)
+
+	if err := ra.stop(t, syscall.SIGKILL); err == nil {
+		t.Fatal("relay A exited cleanly on SIGKILL")
+	}
+	killed := time.Now()
+	row := b.waitLs(t, playnode, "echo", true)
+	t.Logf("relay A kill -9: online on relay B after %v", time.Since(killed).Round(time.Millisecond))
+	echoThrough(t, row.Portalias)
+	n.waitLog(t, 1, "moved to another relay", "relay", rb.addr, "from", ra.addr)
+
+	a.serveOn(t, "ssh", ra.addr, "")
+	restarted := time.Now()
+	a.waitLs(t, playnode, "echo", true)
+	t.Logf("relay A restarted: back on relay A after %v (prefer-first-after 2s)", time.Since(restarted).Round(time.Millisecond))
+	b.waitLs(t, playnode, "echo", false)
+	n.waitLog(t, 1, "moved to another relay", "relay", ra.addr, "from", rb.addr)
+}
+
+// TestNodeFailoverAllDown: with no relay up, `run` keeps trying both in
+// turn and comes up on the second once it starts; the environment
+// variable takes a comma-separated list.
+func TestNodeFailoverAllDown(t *testing.T) {
+	t.Parallel()
+	a := newDeployment(t)
+	b := secondRelay(t, a)
+	key := a.addPlaynode(t, playnode)
+	b.authorize(t, playnode, key)
+	down := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	later := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := append(os.Environ(), "PARADIGM_NODE_RELAY="+down+","+later)
+	n := startEnv(t, "node", env, nodeBin, "--log-format", "json", "run", "--fingerprint", a.fingerprint, "--key", key,
+		"--name", playnode, "--service", fmt.Sprintf("echo=%d", startEcho(t)), "--backoff-max", "1s",
+		"--lock", filepath.Join(a.dir, "node.lock"))
+	n.waitLog(t, 1, "disconnected from relay", "relay", later)
+	b.serveOn(t, "ssh", later, "")
+	echoThrough(t, b.waitLs(t, playnode, "echo", true).Portalias)
+}
