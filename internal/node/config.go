@@ -93,6 +93,7 @@ type Config struct {
 	// addresses counts as several relays, resolved again at every attempt.
 	Relays []string
 	// LookupHost resolves a relay's HOST; default net.DefaultResolver's.
+	// It is called for several relays at once.
 	LookupHost func(ctx context.Context, host string) ([]string, error)
 	// PreferFirstAfter is how long the node stays connected to a relay
 	// that is not its first before it probes the earlier ones, and then

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -18,7 +19,8 @@ import (
 //   - A failed attempt (dial, handshake, host key, refusal, a name that
 //     does not resolve) on candidate i is followed at once by candidate i+1,
 //     wrapping around to the first. Once every candidate failed since the
-//     round began, the round is over: the node waits one backoff step (from
+//     round began (or as many failures as candidates, should DNS give new
+//     addresses every time), the round is over: the node waits one backoff step (from
 //     0.5 s doubling to BackoffMax, jittered in [d/2, d]; RefusedRetry
 //     instead when every failure of the round was a refusal only the relay
 //     operator can lift) and starts the next round at the first candidate.
@@ -51,14 +53,17 @@ type candidateKey struct{ name, addr string }
 
 func (c candidate) key() candidateKey { return candidateKey{c.name, c.addr} }
 
-// candidates resolves every relay, in order: never empty, a relay that
-// does not resolve stands as one candidate carrying the error.
+// candidates resolves every relay, all at once, and returns them in order:
+// never empty, a relay that does not resolve stands as one candidate
+// carrying the error.
 func (n *Node) candidates(ctx context.Context) []candidate {
-	var out []candidate
+	each := make([][]candidate, len(n.cfg.Relays))
+	var wg sync.WaitGroup
 	for i, name := range n.cfg.Relays {
-		out = append(out, n.resolve(ctx, i, name)...)
+		wg.Go(func() { each[i] = n.resolve(ctx, i, name) })
 	}
-	return out
+	wg.Wait()
+	return slices.Concat(each...)
 }
 
 func (n *Node) resolve(ctx context.Context, entry int, name string) []candidate {
@@ -160,7 +165,9 @@ func (r *rotation) done(cands []candidate, i int, res attemptResult) (wait time.
 	}
 	r.tried[c.key()] = true
 	r.allSlow = r.allSlow && res.slow
-	if !r.tried[cands[(i+1)%len(cands)].key()] {
+	// As many failures as there are candidates end a round too, should
+	// DNS answer with new addresses every time.
+	if !r.tried[cands[(i+1)%len(cands)].key()] && len(r.tried) < len(cands) {
 		return 0, false
 	}
 	wait = r.step(r.allSlow)

@@ -170,6 +170,19 @@ func TestRotationMoveBack(t *testing.T) {
 	}
 }
 
+// TestRotationFreshAddresses: a name that resolves to new addresses at
+// every attempt still ends a round after as many failures as candidates.
+func TestRotationFreshAddresses(t *testing.T) {
+	r := newRotation(time.Second, time.Minute)
+	for k := range 3 {
+		c := []candidate{{0, "rr:1", fmt.Sprintf("10.0.0.%d:1", 2*k), nil}, {0, "rr:1", fmt.Sprintf("10.0.0.%d:1", 2*k+1), nil}}
+		wait, over := r.done(c, r.pick(c), attemptResult{})
+		if over != (k == 1) || (wait == 0) == over {
+			t.Fatalf("failure %d: got wait %v, round over %v; want the round over after the second", k, wait, over)
+		}
+	}
+}
+
 // TestResolve: a name with several addresses gives a candidate per
 // address (at most MaxRelayAddrs, no repeats), checked under its name; a
 // name that does not resolve gives one candidate that fails.

@@ -83,7 +83,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// first retries are quick (an authorize typed just after the node
 	// started takes effect at once), later ones minutes apart.
 	rot := newRotation(n.cfg.BackoffMax, n.cfg.RefusedRetry)
-	var last string // the relay of the last session, for the move line
+	var last candidate // the relay of the last session, for the move line
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		cands := n.candidates(ctx)
@@ -94,15 +94,17 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		start := time.Now()
 		welcomed, err := n.connect(ctx, c, i, func() {
-			if last != "" && last != c.name {
-				n.log.Info("moved to another relay", "relay", c.name, "from", last, "reason", errText(lastErr))
+			if last.name != "" && last.key() != c.key() {
+				n.log.Info("moved to another relay", "relay", c.name, "remote", c.addr, "from", last.name, "from_remote", last.addr, "reason", errText(lastErr))
 			}
-			last = c.name
+			last = c
 		})
 		if ctx.Err() != nil {
 			return nil
 		}
-		lastErr = err
+		if welcomed {
+			lastErr = err // why the node left last's session
+		}
 		res := attemptResult{welcomed: welcomed, stable: welcomed && time.Since(start) > stableSession}
 		var hint []any
 		code, slow := slowRetry(err)
