@@ -38,31 +38,36 @@ func secondRelay(t *testing.T, d *deployment) *deployment {
 	return e
 }
 
-// TestNodeFailover drives two relays sharing one host key and a node given
-// both in its config file (relay twice): the node connects to the first;
-// kill -9 of the first moves it to the second, where its service answers
-// through that relay's portalias; the first restarted, the node moves back
-// to it after --prefer-first-after.
-func TestNodeFailover(t *testing.T) {
-	t.Parallel()
-	a := newDeployment(t)
+// failoverPair starts relays A and B sharing one host key and a node given
+// both in its config file (relay twice), and waits until the node is
+// online on A.
+func failoverPair(t *testing.T) (a, b *deployment, ra, rb *relayProc, n *proc) {
+	t.Helper()
+	a = newDeployment(t)
 	a.keepalive = "1s"
-	b := secondRelay(t, a)
+	b = secondRelay(t, a)
 	key := a.addPlaynode(t, playnode)
 	b.authorize(t, playnode, key)
-	ra := a.serve(t, "ssh", "127.0.0.1:0")
-	rb := b.serve(t, "ssh", "127.0.0.1:0")
-	echo := startEcho(t)
+	ra = a.serve(t, "ssh", "127.0.0.1:0")
+	rb = b.serve(t, "ssh", "127.0.0.1:0")
 	conf := filepath.Join(a.dir, "node.conf")
 	text := fmt.Sprintf("relay = %s\nrelay = %s\nfingerprint = %s\nkey = %s\nname = %s\nservice = echo=%d\nprefer-first-after = 2s\n",
-		ra.addr, rb.addr, a.fingerprint, key, playnode, echo)
+		ra.addr, rb.addr, a.fingerprint, key, playnode, startEcho(t))
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := start(t, "node", nodeBin, "--log-format", "json", "run", "--config", conf, "--keepalive", "1s",
+	n = start(t, "node", nodeBin, "--log-format", "json", "run", "--config", conf, "--keepalive", "1s",
 		"--backoff-max", "1s", "--lock", filepath.Join(a.dir, "node.lock"))
 	a.waitLs(t, playnode, "echo", true)
+	return a, b, ra, rb, n
+}
 
+// TestNodeFailover: kill -9 of relay A moves the node to relay B, where
+// its service answers through B's portalias; A restarted, the node moves
+// back to it after --prefer-first-after.
+func TestNodeFailover(t *testing.T) {
+	t.Parallel()
+	a, b, ra, rb, n := failoverPair(t)
 	if err := ra.stop(t, syscall.SIGKILL); err == nil {
 		t.Fatal("relay A exited cleanly on SIGKILL")
 	}
@@ -78,6 +83,22 @@ func TestNodeFailover(t *testing.T) {
 	t.Logf("relay A restarted: back on relay A after %v (prefer-first-after 2s)", time.Since(restarted).Round(time.Millisecond))
 	b.waitLs(t, playnode, "echo", false)
 	n.waitLog(t, 1, "moved to another relay", "relay", ra.addr, "from", rb.addr)
+}
+
+// TestNodeFailoverHungRelay: relay A stopped (SIGSTOP: its kernel still
+// acknowledges, nothing answers) is a dead link; the node moves to relay B
+// within the dead-link bound for such a link (12 keepalive intervals)
+// plus a backoff step.
+func TestNodeFailoverHungRelay(t *testing.T) {
+	t.Parallel()
+	_, b, ra, _, _ := failoverPair(t)
+	if err := ra.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ra.cmd.Process.Signal(syscall.SIGCONT) })
+	stopped := time.Now()
+	b.waitLs(t, playnode, "echo", true)
+	t.Logf("relay A hung (SIGSTOP): online on relay B after %v (keepalive 1s)", time.Since(stopped).Round(time.Millisecond))
 }
 
 // TestNodeFailoverAllDown: with no relay up, `run` keeps trying both in
