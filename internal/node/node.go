@@ -105,17 +105,7 @@ func (n *Node) Run(ctx context.Context) error {
 		if welcomed {
 			lastErr = err // why the node left last's session
 		}
-		res := attemptResult{welcomed: welcomed, stable: welcomed && time.Since(start) > stableSession}
-		var hint []any
-		code, slow := slowRetry(err)
-		if slow {
-			res.slow = true
-			hint = n.refusedHint(code)
-		}
-		var mb *errMoveBack
-		if errors.As(err, &mb) {
-			res.moveTo = &mb.to
-		}
+		res := classify(welcomed, time.Since(start), err)
 		delay, roundOver := rot.done(cands, i, res)
 		// A session that worked for a while starts the count afresh; one
 		// that was refused or dropped at once keeps growing the backoff,
@@ -124,14 +114,17 @@ func (n *Node) Run(ctx context.Context) error {
 			attempt = 1
 		}
 		if res.moveTo != nil {
-			n.log.Info("leaving relay for the preferred one", "relay", c.name, "to", mb.to.name, "remote", mb.to.addr)
+			n.log.Info("leaving relay for the preferred one", "relay", c.name, "to", res.moveTo.name, "remote", res.moveTo.addr)
 			continue
 		}
 		attrs := []any{"relay", c.name, "remote", c.addr, "err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String()}
 		if roundOver && len(cands) > 1 {
 			attrs = append(attrs, "all_relays_failed", true)
 		}
-		n.log.Warn("disconnected from relay", append(attrs, hint...)...)
+		if res.slow {
+			attrs = append(attrs, n.refusedHint(slowCode(err))...)
+		}
+		n.log.Warn("disconnected from relay", attrs...)
 		if delay == 0 {
 			continue
 		}
@@ -141,6 +134,22 @@ func (n *Node) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// classify says how an attempt that lasted lasted and ended with err went.
+func classify(welcomed bool, lasted time.Duration, err error) attemptResult {
+	res := attemptResult{welcomed: welcomed, stable: welcomed && lasted > stableSession}
+	_, res.slow = slowRetry(err)
+	var mb *errMoveBack
+	if errors.As(err, &mb) {
+		res.moveTo = &mb.to
+	}
+	return res
+}
+
+func slowCode(err error) proto.RefuseCode {
+	code, _ := slowRetry(err)
+	return code
 }
 
 func errText(err error) string {
