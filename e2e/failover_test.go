@@ -120,3 +120,32 @@ func TestNodeFailoverAllDown(t *testing.T) {
 	b.serveOn(t, "ssh", later, "")
 	echoThrough(t, b.waitLs(t, playnode, "echo", true).Portalias)
 }
+
+// TestNodeFailoverEnrollment: a fleet image lists two relays and carries a
+// token only relay B knows; a device with no key is refused by A (unknown
+// token) and enrolls on B. Started again from cron while it runs, `run`
+// exits 0 at once.
+func TestNodeFailoverEnrollment(t *testing.T) {
+	t.Parallel()
+	a := newDeployment(t)
+	b := secondRelay(t, a)
+	b.serveArgs = []string{"--enroll-per-minute", "1000"}
+	a.serveArgs = b.serveArgs
+	ra := a.serve(t, "ssh", "127.0.0.1:0")
+	rb := b.serve(t, "ssh", "127.0.0.1:0")
+	out := mustRun(t, relayBin, "token", "create", "--data", b.data, "--uses", "1")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	tok := lines[len(lines)-1]
+	args := []string{"--log-format", "json", "run", "--relay", ra.addr + "," + rb.addr, "--fingerprint", a.fingerprint,
+		"--key", filepath.Join(a.dir, "new.key"), "--name", "signage-7", "--enroll-token", tok,
+		"--service", fmt.Sprintf("echo=%d", startEcho(t)), "--backoff-max", "1s", "--refused-retry", "1s",
+		"--lock", filepath.Join(a.dir, "node.lock")}
+	n := start(t, "node", nodeBin, args...)
+	echoThrough(t, b.waitLs(t, "signage-7", "echo", true).Portalias)
+	if !refusedWith(n, "token") {
+		t.Fatal("relay A, which does not know the token, did not refuse it")
+	}
+	if res := run(t, nodeBin, args...); res.code != 0 || res.stderr != "" {
+		t.Fatalf("second run from cron: exit %d, stderr %q; want exit 0, silent", res.code, res.stderr)
+	}
+}
