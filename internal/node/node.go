@@ -113,8 +113,8 @@ func (n *Node) Run(ctx context.Context) error {
 		if res.stable {
 			attempt = 1
 		}
-		if res.moveTo != nil {
-			n.log.Info("leaving relay for the preferred one", "relay", c.name, "to", res.moveTo.name, "remote", res.moveTo.addr)
+		if res.moveTo != nil { // not a failure: Info
+			n.log.Info("disconnected from relay", "relay", c.name, "remote", c.addr, "err", err, "retry_in", "0s")
 			continue
 		}
 		attrs := []any{"relay", c.name, "remote", c.addr, "err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String()}
