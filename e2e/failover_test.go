@@ -39,9 +39,9 @@ func secondRelay(t *testing.T, d *deployment) *deployment {
 }
 
 // failoverPair starts relays A and B sharing one host key and a node given
-// both in its config file (relay twice), and waits until the node is
-// online on A.
-func failoverPair(t *testing.T) (a, b *deployment, ra, rb *relayProc, n *proc) {
+// both in its config file (relay twice, or once with both, comma-separated,
+// when oneLine), and waits until the node is online on A.
+func failoverPair(t *testing.T, oneLine bool) (a, b *deployment, ra, rb *relayProc, n *proc) {
 	t.Helper()
 	a = newDeployment(t)
 	a.keepalive = "1s"
@@ -51,8 +51,12 @@ func failoverPair(t *testing.T) (a, b *deployment, ra, rb *relayProc, n *proc) {
 	ra = a.serve(t, "ssh", "127.0.0.1:0")
 	rb = b.serve(t, "ssh", "127.0.0.1:0")
 	conf := filepath.Join(a.dir, "node.conf")
-	text := fmt.Sprintf("relay = %s\nrelay = %s\nfingerprint = %s\nkey = %s\nname = %s\nservice = echo=%d\nprefer-first-after = 2s\n",
-		ra.addr, rb.addr, a.fingerprint, key, playnode, startEcho(t))
+	relays := fmt.Sprintf("relay = %s\nrelay = %s\n", ra.addr, rb.addr)
+	if oneLine {
+		relays = fmt.Sprintf("relay = %s, %s  # A preferred\n", ra.addr, rb.addr)
+	}
+	text := fmt.Sprintf("%sfingerprint = %s\nkey = %s\nname = %s\nservice = echo=%d\nprefer-first-after = 2s\n",
+		relays, a.fingerprint, key, playnode, startEcho(t))
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +71,7 @@ func failoverPair(t *testing.T) (a, b *deployment, ra, rb *relayProc, n *proc) {
 // back to it after --prefer-first-after.
 func TestNodeFailover(t *testing.T) {
 	t.Parallel()
-	a, b, ra, rb, n := failoverPair(t)
+	a, b, ra, rb, n := failoverPair(t, false)
 	if err := ra.stop(t, syscall.SIGKILL); err == nil {
 		t.Fatal("relay A exited cleanly on SIGKILL")
 	}
@@ -91,7 +95,7 @@ func TestNodeFailover(t *testing.T) {
 // plus a backoff step.
 func TestNodeFailoverHungRelay(t *testing.T) {
 	t.Parallel()
-	_, b, ra, _, _ := failoverPair(t)
+	_, b, ra, _, _ := failoverPair(t, true)
 	if err := ra.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
