@@ -17,13 +17,14 @@ import (
 // candidate at a time:
 //
 //   - A failed attempt (dial, handshake, host key, refusal, a name that
-//     does not resolve) on candidate i is followed at once by candidate i+1,
-//     wrapping around to the first. Once every candidate failed since the
-//     round began (or as many failures as candidates, should DNS give new
-//     addresses every time), the round is over: the node waits one backoff step (from
-//     0.5 s doubling to BackoffMax, jittered in [d/2, d]; RefusedRetry
-//     instead when every failure of the round was a refusal only the relay
-//     operator can lift) and starts the next round at the first candidate.
+//     does not resolve) on candidate i is followed at once by candidate
+//     i+1, wrapping around to the first. Once every candidate failed since
+//     the round began (or as many failures as candidates, should DNS give
+//     new addresses every time), the round is over: the node waits one
+//     backoff step (from 0.5 s doubling to BackoffMax, jittered in
+//     [d/2, d]; RefusedRetry instead when every failure of the round was a
+//     refusal only the relay operator can lift) and starts the next round
+//     at the first candidate.
 //   - A session that was welcomed and then ended (dead link, relay closed,
 //     replaced) is followed, after one backoff step as with a single relay,
 //     by an attempt on the next candidate; a new round begins there. A
@@ -31,7 +32,9 @@ import (
 //   - Connected to a candidate that is not the first, the node probes the
 //     earlier ones, in order, every PreferFirstAfter (dial and handshake,
 //     no hello); the first that answers is dialled at once after the
-//     session is closed. With one relay this is all the old behaviour.
+//     session is closed.
+//
+// With one relay this is exactly the single relay's backoff.
 
 // MaxRelays bounds the relays a node is given; MaxRelayAddrs the addresses
 // one relay name may add, so that a DNS answer cannot make one round of
