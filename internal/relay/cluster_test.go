@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/mux"
 	"paradigm/internal/node"
 	"paradigm/internal/relay"
 	"paradigm/internal/store"
@@ -263,5 +264,27 @@ func TestClusterAliasAndMirror(t *testing.T) {
 	rows, running, err := relay.List(a.cfg.DataDir)
 	if err != nil || running || len(rows) != 1 || rows[0].Portalias != moved {
 		t.Fatalf("ls of the stopped relay's folder: %+v, running %v, %v; want pi echo at %d from the mirror", rows, running, err, moved)
+	}
+}
+
+// TestProbeCounted: a node that authenticates and hangs up before its
+// hello (failover checking that a relay it prefers is up) is counted as a
+// probe, not as a failed handshake.
+func TestProbeCounted(t *testing.T) {
+	cfg := relayConfig(t)
+	_, key := authorize(t, cfg, "pi")
+	r := startRelay(t, cfg, node.TransportSSH)
+	conn, err := net.Dial("tcp", r.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := mux.DialSSH(context.Background(), conn, &mux.SSHClientConfig{Key: key, User: "pi", HostKeyCallback: ssh.FixedHostKey(r.HostKey())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.Close()
+	waitFor(t, "the probe counted", func() bool { return r.Snapshot().Counters.Probes == 1 })
+	if c := r.Snapshot().Counters; c.HandshakeFailed != 0 {
+		t.Errorf("a probe counted as a failed handshake: %+v", c)
 	}
 }

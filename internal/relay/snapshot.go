@@ -83,6 +83,7 @@ type ServiceState struct {
 type Counters struct {
 	Handshakes       uint64            `json:"handshakes"`
 	HandshakeFailed  uint64            `json:"handshakes_failed"`
+	Probes           uint64            `json:"probes"` // authenticated, then hung up before a hello: nodes checking this relay is up
 	AuthFailed       uint64            `json:"auth_failed"`
 	SessionsReplaced uint64            `json:"sessions_replaced"`
 	Refused          map[string]uint64 `json:"refused"` // hellos refused, by refusal code
@@ -217,6 +218,7 @@ func (c *counters) read() Counters {
 	out := Counters{
 		Handshakes:       c.handshakes.Load(),
 		HandshakeFailed:  c.handshakeFailed.Load(),
+		Probes:           c.probes.Load(),
 		AuthFailed:       c.authFailed.Load(),
 		SessionsReplaced: c.sessionsReplaced.Load(),
 		ConnsRefused:     c.connsRefused.Load(),
