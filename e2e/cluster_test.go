@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -308,5 +309,78 @@ func TestClusterConcurrentAssign(t *testing.T) {
 		if lists[1][name] != port {
 			t.Errorf("%s: portalias %d on %s, %d on %s", name, port, rs[0].ip, lists[1][name], rs[1].ip)
 		}
+	}
+}
+
+// clusterNodeArgs are `paradigm-node run` flags for playnode name with
+// every relay of rs, in order, each relay's fingerprint pinned.
+func clusterNodeArgs(rs []*clusterRelay, name, key string, services ...string) []string {
+	d := rs[0].d
+	args := []string{"--log-format", "json", "run", "--key", key, "--name", name, "--lock", filepath.Join(d.dir, name+".lock"),
+		"--backoff-max", "1s", "--refused-retry", "1s", "--keepalive", "1s", "--prefer-first-after", "1h"}
+	for _, r := range rs {
+		args = append(args, "--relay", r.addr, "--fingerprint", r.d.fingerprint)
+	}
+	for _, s := range services {
+		args = append(args, "--service", s)
+	}
+	return args
+}
+
+// TestClusterThreeRelays is issue 15's end-to-end check with the built
+// binaries: three relays on 127.0.0.2-4 share one etcd. A playnode
+// connected to relay A answers on the same portalias on all three; after
+// kill -9 of A it is back through B (its next relay) on the same
+// portalias; a restarted A serves that portalias again through the mesh.
+func TestClusterThreeRelays(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	rs := newCluster(t, e, "three", 3)
+	a, b, c := rs[0], rs[1], rs[2]
+	key := a.d.addPlaynode(t, "pi")
+	for _, r := range rs[1:] {
+		r.d.authorize(t, "pi", key)
+	}
+	for _, r := range rs {
+		r.start(t, 0)
+	}
+	echo := portOf(fmt.Sprint("127.0.0.1:", startEcho(t)))
+	start(t, "node pi", nodeBin, clusterNodeArgs(rs, "pi", key, "echo="+echo)...)
+	port := a.waitHome(t, "pi", a.addr, "echo")
+	for _, r := range rs {
+		if got := r.waitHome(t, "pi", a.addr, "echo"); got != port {
+			t.Fatalf("%s shows pi's portalias %d, A assigned %d", r.ip, got, port)
+		}
+		if err := echoAt(r.portalias(port)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	aPort := a.port(t)
+	killed := time.Now()
+	if err := a.proc.stop(t, syscall.SIGKILL); err == nil {
+		t.Fatal("relay A exited cleanly after SIGKILL")
+	}
+	for _, r := range []*clusterRelay{b, c} {
+		if got := r.waitHome(t, "pi", b.addr, "echo"); got != port {
+			t.Fatalf("after A's kill, %s shows pi's portalias %d, want %d", r.ip, got, port)
+		}
+	}
+	back := time.Since(killed)
+	for _, r := range []*clusterRelay{b, c} {
+		if err := echoAt(r.portalias(port)); err != nil {
+			t.Fatalf("after A's kill: %v", err)
+		}
+	}
+	// The bound: the node sees A's connection reset at once and tries
+	// its next relay after one backoff step (at most 1 s here).
+	t.Logf("pi online through B %v after kill -9 of A (keepalive 1s, backoff-max 1s)", back.Round(time.Millisecond))
+
+	a.start(t, aPort)
+	if got := a.waitHome(t, "pi", b.addr, "echo"); got != port {
+		t.Fatalf("restarted A shows pi's portalias %d, want %d", got, port)
+	}
+	if err := echoAt(a.portalias(port)); err != nil {
+		t.Fatalf("through restarted A, over the mesh to B: %v", err)
 	}
 }
