@@ -21,6 +21,6 @@ func (r *Relay) Online(playnode string) ([]proto.Portalias, bool) {
 	return portaliasesOf(r.reg.currentTable(), playnode, s.services), true
 }
 
-// SetAliasCommitted sets the hook AliasSet runs between its commit and its
-// wait for the relay; nil removes it.
-func SetAliasCommitted(fn func(store.Assignment)) { aliasCommitted = fn }
+// SetAliasChecked sets the hook AliasSet runs between its check that the
+// port is free and its commit; nil removes it.
+func SetAliasChecked(fn func(store.Assignment)) { aliasChecked = fn }

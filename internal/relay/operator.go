@@ -61,10 +61,10 @@ func ParsePortalias(s string) (uint16, error) {
 	return uint16(port), nil
 }
 
-// aliasCommitted, when a test sets it, runs between AliasSet's commit and
-// its wait for the relay: a test takes the port there, as another program
-// could, to reach the path that puts the old assignment back.
-var aliasCommitted func(store.Assignment)
+// aliasChecked, when a test sets it, runs between AliasSet's check that
+// the port is free and its commit: a test takes the port there, as another
+// program could, to reach the path that puts the old assignment back.
+var aliasChecked func(store.Assignment)
 
 // aliasApplyTimeout bounds how long AliasSet waits for a running relay to
 // bind the new portalias, beyond the relay's reload interval.
@@ -110,13 +110,13 @@ func AliasSet(ctx context.Context, dataDir string, st store.Store, a store.Assig
 			return fmt.Errorf("portalias %d is in use on this server by another program: %w", a.Portalias, err)
 		}
 		ln.Close()
+		if aliasChecked != nil {
+			aliasChecked(a)
+		}
 		return t.Set(a)
 	})
 	if err != nil || !running {
 		return err
-	}
-	if aliasCommitted != nil {
-		aliasCommitted(a)
 	}
 	state, why := waitApplied(ctx, dataDir, a, info.ReloadInterval+aliasApplyTimeout)
 	switch state {

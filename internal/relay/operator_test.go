@@ -199,13 +199,14 @@ func TestAliasSetRefusesUnservablePorts(t *testing.T) {
 	// puts the old assignment back and says why.
 	taken := freeInRange(t, r, old, busyPort, moved)
 	var thief net.Listener
-	relay.SetAliasCommitted(func(a store.Assignment) {
-		thief, err = net.Listen("tcp", portAddr(a.Portalias))
+	var thiefErr error
+	relay.SetAliasChecked(func(a store.Assignment) {
+		thief, thiefErr = net.Listen("tcp", portAddr(a.Portalias))
 	})
-	defer relay.SetAliasCommitted(nil)
+	defer relay.SetAliasChecked(nil)
 	err = set(taken, false)
 	if thief == nil {
-		t.Fatalf("could not take port %d in the hook: %v", taken, err)
+		t.Fatalf("could not take port %d in the hook: %v", taken, thiefErr)
 	}
 	defer thief.Close()
 	if err == nil || !strings.Contains(err.Error(), "could not bind") || !strings.Contains(err.Error(), "old assignment is kept") {
