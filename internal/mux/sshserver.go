@@ -36,6 +36,15 @@ type SSHServerConfig struct {
 	HandshakeTimeout time.Duration
 	// MaxAuthTries bounds authentication attempts per connection. Default 3.
 	MaxAuthTries int
+	// MaxPeerStreams bounds the streams the node may open over the
+	// connection's life; the relay sets 1, the control stream, which is all
+	// a node opens in protocol version 1. The stream past it ends the
+	// session (Err matches ErrPeerStreams) before yamux holds anything for
+	// it. 0 means no limit beyond yamux's accept backlog: 128 waiting
+	// streams of up to 256 KiB each (sshgate.go). Streams opened on any
+	// mux channel but the first are refused whatever the limit: the relay
+	// never accepts them.
+	MaxPeerStreams int
 	Options
 }
 
@@ -137,7 +146,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		wg.Wait()
 		return fail("ssh handshake", err)
 	}
-	s, err := newSSHSession(sc, ac, pace, ch, true, opts, &wg)
+	s, err := newSSHSession(sc, ac, pace, ch, true, cfg.MaxPeerStreams, opts, &wg)
 	if err != nil {
 		return nil, Peer{}, fmt.Errorf("accept ssh from %s: %w", remote, err)
 	}

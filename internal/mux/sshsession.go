@@ -36,6 +36,10 @@ type sshSession struct {
 	pace   *pacer // sizes every lane's packets (sshpace.go)
 	server bool
 	cfg    *yamux.Config
+	// peerStreams and peerOpened bound the streams the node opens, relay
+	// side (sshgate.go): SSHServerConfig.MaxPeerStreams, 0 for no limit.
+	peerStreams int
+	peerOpened  atomic.Int32
 	log    *slog.Logger
 
 	mu      sync.Mutex
@@ -78,10 +82,11 @@ type acceptedStream struct {
 // liveness watchdog on ac, the connection under conn. wg already tracks the
 // goroutines serving conn; the session owns it from here and waits for it in
 // Close.
-func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
+func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, peerStreams int, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
 	s := &sshSession{
-		conn:    conn,
-		server:  server,
+		conn:        conn,
+		server:      server,
+		peerStreams: peerStreams,
 		cfg:     yamuxConfig(opts, server),
 		log:     opts.Logger,
 		acceptq: make(chan acceptedStream),
@@ -115,7 +120,11 @@ func (s *sshSession) addLane(ch ssh.Channel) (*lane, error) {
 	if s.server {
 		open = yamux.Server
 	}
-	ymx, err := open(newChannelConn(ch, s.conn, s.pace, &l.carried, func() { s.firstDead.CompareAndSwap(-1, l.idx) }), s.cfg)
+	cc := newChannelConn(ch, s.conn, s.pace, &l.carried, func() { s.firstDead.CompareAndSwap(-1, l.idx) })
+	if s.server {
+		cc.gate = &peerStreamGate{lane: l.idx, limit: s.peerStreams, opened: &s.peerOpened}
+	}
+	ymx, err := open(cc, s.cfg)
 	if err != nil {
 		ch.Close()
 		return nil, fmt.Errorf("start yamux: %w", err)
