@@ -36,11 +36,12 @@ type sshSession struct {
 	pace   *pacer // sizes every lane's packets (sshpace.go)
 	server bool
 	cfg    *yamux.Config
+	log    *slog.Logger
+
 	// peerStreams and peerOpened bound the streams the node opens, relay
 	// side (sshgate.go): SSHServerConfig.MaxPeerStreams, 0 for no limit.
 	peerStreams int
 	peerOpened  atomic.Int32
-	log    *slog.Logger
 
 	mu      sync.Mutex
 	lanes   []*lane // lanes[0] is fixed; append only, under mu
@@ -84,15 +85,15 @@ type acceptedStream struct {
 // Close.
 func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, peerStreams int, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
 	s := &sshSession{
-		conn:        conn,
-		server:      server,
-		peerStreams: peerStreams,
+		conn:    conn,
+		server:  server,
 		cfg:     yamuxConfig(opts, server),
 		log:     opts.Logger,
 		acceptq: make(chan acceptedStream),
 		wg:      wg,
 		pace:    pace,
 	}
+	s.peerStreams = peerStreams // before addLane, which reads it
 	s.firstDead.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	l, err := s.addLane(ch)
