@@ -114,11 +114,10 @@ func TestMaxPeerStreams(t *testing.T) {
 		node, relay, _ := e.pair(t, e.ln.Addr().String())
 		muxtest.Open(t, node, relay)
 		muxtest.Open(t, relay, node)
-		st, err := node.OpenStream(muxtest.Context(t))
-		if err != nil {
-			t.Fatal(err)
+		// Opening and writing may fail: the relay hangs up at the SYN.
+		if st, err := node.OpenStream(muxtest.Context(t)); err == nil {
+			st.Write([]byte("x"))
 		}
-		st.Write([]byte("x")) // may fail: the relay may hang up first
 		muxtest.WaitDone(t, relay)
 		muxtest.WaitDone(t, node)
 		if err := relay.Err(); !errors.Is(err, mux.ErrPeerStreams) {

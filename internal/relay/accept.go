@@ -100,6 +100,7 @@ func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn, deadline time.Time
 		HostKey:          r.hostKey,
 		Authorize:        r.authorize,
 		HandshakeTimeout: r.cfg.HandshakeTimeout,
+		MaxPeerStreams:   1, // the control stream: a node opens no other
 		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
 	})
 }
@@ -120,6 +121,7 @@ func (r *Relay) listenQUIC() error {
 		HandshakeTimeout: r.cfg.HandshakeTimeout,
 		Admit:            r.admitQUIC,
 		Throttle:         r.throttle,
+		MaxPeerStreams:   1, // the control stream: a node opens no other
 		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
 	})
 	if err != nil {
