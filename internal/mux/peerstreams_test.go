@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func floodStreams(node mux.Session, streams int) (sent int64, opened int, err er
 // what the relay holds for the attack is what any connection costs.
 func TestPendingStreamsMemory(t *testing.T) {
 	const (
-		conns   = 4
+		conns   = 2
 		streams = 128
 		perConn = 1 << 20 // SSH and yamux state of both ends, in this process
 	)
@@ -105,12 +106,15 @@ func TestPendingStreamsMemory(t *testing.T) {
 
 // TestMaxPeerStreams: with the relay's setting of 1, a node's control
 // stream works and its next stream is refused: over SSH the relay ends
-// the session (ErrPeerStreams), over QUIC the node has no credit to open
-// it, and the relay can still open its own streams.
+// the session (ErrPeerStreams) and logs nothing at Warn itself (the relay
+// logs the session's end, rate-limited), over QUIC the node has no credit
+// to open it, and the relay can still open its own streams.
 func TestMaxPeerStreams(t *testing.T) {
 	t.Run("ssh", func(t *testing.T) {
 		e := newSSHEnv(t)
 		e.server.MaxPeerStreams = 1
+		var warnings *testenv.LogBuf
+		e.server.Logger, warnings = testenv.NewLog(t, "relay", slog.LevelWarn)
 		node, relay, _ := e.pair(t, e.ln.Addr().String())
 		muxtest.Open(t, node, relay)
 		muxtest.Open(t, relay, node)
@@ -122,6 +126,9 @@ func TestMaxPeerStreams(t *testing.T) {
 		muxtest.WaitDone(t, node)
 		if err := relay.Err(); !errors.Is(err, mux.ErrPeerStreams) {
 			t.Errorf("relay session ended with %v, want ErrPeerStreams", err)
+		}
+		if w := warnings.String(); w != "" {
+			t.Errorf("relay session logged at Warn:\n%s\nwant nothing", w)
 		}
 	})
 	t.Run("quic", func(t *testing.T) {

@@ -31,6 +31,9 @@ type peerStreamGate struct {
 	lane   int32
 	limit  int           // streams the peer may open on the session; 0: no limit
 	opened *atomic.Int32 // streams the peer opened on the session
+	// refused, the session's, is set at the refusal: it quiets yamux's
+	// log lines about the end (yamuxLogger). Nil in tests.
+	refused *atomic.Bool
 
 	hdr  [yamuxHeaderSize]byte
 	hn   int    // bytes of hdr filled
@@ -67,6 +70,9 @@ func (g *peerStreamGate) scan(p []byte) error {
 		if (typ == yamuxTypeData || typ == yamuxTypeWindowUpdate) && flags&yamuxFlagSYN != 0 {
 			if err := g.admit(binary.BigEndian.Uint32(g.hdr[4:])); err != nil {
 				g.err = err
+				if g.refused != nil {
+					g.refused.Store(true)
+				}
 				return err
 			}
 		}

@@ -42,6 +42,7 @@ type sshSession struct {
 	// side (sshgate.go): SSHServerConfig.MaxPeerStreams, 0 for no limit.
 	peerStreams int
 	peerOpened  atomic.Int32
+	peerRefused atomic.Bool // the node opened one too many: yamux's lines go to Debug
 
 	mu      sync.Mutex
 	lanes   []*lane // lanes[0] is fixed; append only, under mu
@@ -87,13 +88,14 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel,
 	s := &sshSession{
 		conn:    conn,
 		server:  server,
-		cfg:     yamuxConfig(opts, server),
+		cfg:     yamuxConfig(opts, server, nil),
 		log:     opts.Logger,
 		acceptq: make(chan acceptedStream),
 		wg:      wg,
 		pace:    pace,
 	}
 	s.peerStreams = peerStreams // before addLane, which reads it
+	s.cfg.Logger = yamuxLogger{opts.Logger, &s.peerRefused}
 	s.firstDead.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	l, err := s.addLane(ch)
@@ -123,7 +125,7 @@ func (s *sshSession) addLane(ch ssh.Channel) (*lane, error) {
 	}
 	cc := newChannelConn(ch, s.conn, s.pace, &l.carried, func() { s.firstDead.CompareAndSwap(-1, l.idx) })
 	if s.server {
-		cc.gate = &peerStreamGate{lane: l.idx, limit: s.peerStreams, opened: &s.peerOpened}
+		cc.gate = &peerStreamGate{lane: l.idx, limit: s.peerStreams, opened: &s.peerOpened, refused: &s.peerRefused}
 	}
 	ymx, err := open(cc, s.cfg)
 	if err != nil {
