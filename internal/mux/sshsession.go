@@ -88,14 +88,13 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel,
 	s := &sshSession{
 		conn:    conn,
 		server:  server,
-		cfg:     yamuxConfig(opts, server, nil),
 		log:     opts.Logger,
 		acceptq: make(chan acceptedStream),
 		wg:      wg,
 		pace:    pace,
 	}
 	s.peerStreams = peerStreams // before addLane, which reads it
-	s.cfg.Logger = yamuxLogger{opts.Logger, &s.peerRefused}
+	s.cfg = yamuxConfig(opts, server, &s.peerRefused)
 	s.firstDead.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	l, err := s.addLane(ch)

@@ -18,7 +18,7 @@ import (
 
 // yamuxConfig is the yamux configuration of every lane, on the relay
 // (server) or on the node. quiet, once set, sends yamux's log lines to
-// Debug (yamuxLogger).
+// Debug (yamuxLogger); nil for never.
 func yamuxConfig(opts Options, server bool, quiet *atomic.Bool) *yamux.Config {
 	// AcceptBacklog sizes two things: the queue of streams the peer opened
 	// and this side has not accepted yet (a slice of pointers allocated with
@@ -28,7 +28,9 @@ func yamuxConfig(opts Options, server bool, quiet *atomic.Bool) *yamux.Config {
 	// control stream but opens the forwarded streams, and a peer
 	// acknowledges each within a round trip, so 128 in flight per lane
 	// (8 lanes) are ample. The node's 8 KiB queue would be a tenth of the
-	// relay's memory per idle playnode.
+	// relay's memory per idle playnode. On the relay the queue never holds
+	// more than the control stream: the node may open no other
+	// (SSHServerConfig.MaxPeerStreams, sshgate.go).
 	backlog := nodeAcceptBacklog
 	if server {
 		backlog = relayAcceptBacklog
