@@ -131,6 +131,20 @@ func TestMaxPeerStreams(t *testing.T) {
 			t.Errorf("relay session logged at Warn:\n%s\nwant nothing", w)
 		}
 	})
+	t.Run("ssh, another lane", func(t *testing.T) {
+		e := newSSHEnv(t) // no limit: the relay never accepts a stream on another lane
+		node, relay, _ := e.pair(t, e.ln.Addr().String())
+		muxtest.Open(t, node, relay)
+		if err := mux.OpenLane(relay); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, muxtest.Timeout, "the node to take the second lane", func() bool { return mux.NumLanes(node) == 2 })
+		mux.OpenStreamOnLane(node, 1) // may fail: the relay hangs up at the SYN
+		muxtest.WaitDone(t, relay)
+		if err := relay.Err(); !errors.Is(err, mux.ErrPeerStreams) {
+			t.Errorf("relay session ended with %v, want ErrPeerStreams", err)
+		}
+	})
 	t.Run("quic", func(t *testing.T) {
 		e := newQUICEnv(t, func(e *quicEnv) { e.server.MaxPeerStreams = 1 })
 		node, relay := e.pair(t, nil, nil)
