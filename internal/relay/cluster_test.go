@@ -111,8 +111,10 @@ func TestClusterMesh(t *testing.T) {
 			t.Fatalf("relay %s shows portalias %d for pi echo, A assigned %d", r.cfg.Bind, got, port)
 		}
 	}
-	for _, r := range rs {
-		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+	for range 3 { // several connections over one mesh link
+		for _, r := range rs {
+			echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+		}
 	}
 
 	// The same playnode connects to B (it moved): B's session is newer,
