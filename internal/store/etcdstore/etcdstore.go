@@ -3,10 +3,11 @@
 // and passes the same conformance suite as the flat file.
 //
 // Layout under PREFIX (one key per assignment, no lease: an assignment is
-// permanent until someone removes it):
+// permanent until someone removes it; the relay's other documents beside):
 //
 //	PREFIX/portaliases/ports/PORT  ->  "PLAYNODE SERVICE"
 //	PREFIX/portaliases/version     ->  "" (rewritten by every commit)
+//	PREFIX/docs/NAME               ->  a document (see Docs)
 //
 // Update reads the whole range at one revision, runs fn on the table built
 // from it, and writes the difference in one transaction that commits only
@@ -52,6 +53,7 @@ type Store struct {
 
 	cli       *clientv3.Client
 	endpoints string // for error messages
+	prefix    string // /PREFIX, under which every key lives
 	ports     string // PREFIX/portaliases/ports/
 	version   string // PREFIX/portaliases/version
 	root      string // PREFIX/portaliases/, what Watch watches
@@ -96,6 +98,7 @@ func Open(endpoints []string, prefix string, tlsConfig *tls.Config) (*Store, err
 	return &Store{
 		cli:       cli,
 		endpoints: strings.Join(endpoints, ","),
+		prefix:    "/" + p,
 		root:      root,
 		ports:     root + "ports/",
 		version:   root + "version",
