@@ -36,3 +36,8 @@ func (r *Relay) PortRange() (low, high uint16) { return r.cfg.PortLow, r.cfg.Por
 
 // DataDir is the relay's data folder.
 func (r *Relay) DataDir() string { return r.cfg.DataDir }
+
+// Site is where this relay's authorization lives: Config.Docs, or the flat
+// files in its data folder. The admin API's approve, reject and pending
+// list go through it.
+func (r *Relay) Site() Site { return Site{DataDir: r.cfg.DataDir, Docs: r.docs} }

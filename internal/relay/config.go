@@ -100,7 +100,11 @@ type Config struct {
 	MaxPending int
 	// Store holds the portalias assignments; nil means the flat file
 	// DataDir/portaliases, checked for edits every ReloadInterval.
-	Store  store.Store
+	Store store.Store
+	// Docs holds the authorized playnodes, the enrollment tokens and the
+	// pending list (see Site); nil means the flat files in DataDir, the
+	// authorized nodes checked for edits four times a second.
+	Docs   store.Docs
 	Logger *slog.Logger
 }
 
