@@ -10,11 +10,12 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"paradigm/internal/store"
 )
+
+// defaultMaxRequest is etcd's default --max-request-bytes.
+const defaultMaxRequest = 1536 << 10
 
 // Docs keeps the relay's named documents (authorized playnodes,
 // enrollment tokens, pending list) in etcd, one key each, so every relay
@@ -127,9 +128,18 @@ func (d *Docs) try(ctx context.Context, names []string, fn func(map[string][]byt
 			size += len(data)
 		}
 	}
-	tr, err := d.s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
-	if errors.Is(err, rpctypes.ErrRequestTooLarge) || isTooLarge(err) {
-		return fmt.Errorf("update %v in etcd %s: %d bytes exceed etcd's --max-request-bytes (1.5 MiB by default; raise it on every etcd member): %w",
+	var tr *clientv3.TxnResponse
+	if size > maxSend-(64<<10) { // the client's own limit, less room for keys and framing
+		err = fmt.Errorf("%d bytes in one request", size)
+	} else {
+		tr, err = d.s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	}
+	// etcd refuses a request over --max-request-bytes with its own error,
+	// and one past its gRPC limit (that plus 512 KiB) with a bare gRPC one:
+	// past the default limit, a refusal other than a timeout names it.
+	tooLarge := err != nil && size > defaultMaxRequest && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) || tooLarge {
+		return fmt.Errorf("update %v in etcd %s: %d bytes, more than etcd's --max-request-bytes allows (1.5 MiB by default; raise it on every etcd member): %w",
 			names, d.s.endpoints, size, err)
 	}
 	if err != nil {
@@ -208,10 +218,4 @@ func (d *Docs) follow(ctx context.Context, name string, rev int64, fn func([]byt
 		return 0, false
 	}
 	return rev, d.s.pause(ctx)
-}
-
-// isTooLarge reports the client's own refusal of a request over its send
-// limit (gRPC's ResourceExhausted), which etcd's error codes do not cover.
-func isTooLarge(err error) bool {
-	return status.Code(err) == codes.ResourceExhausted
 }

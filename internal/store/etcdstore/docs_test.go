@@ -85,14 +85,14 @@ func TestDocsUpdateRerunsOnConflict(t *testing.T) {
 	}
 }
 
-// TestDocsTooLarge: a document over etcd's request limit (1.5 MiB, the
-// server's) or the client's (2 MiB) is refused with an error naming the
-// limit, and nothing is committed.
+// TestDocsTooLarge: a document over etcd's request limit (1.5 MiB by
+// default) or the client's (16 MiB) is refused with an error naming
+// etcd's, and nothing is committed.
 func TestDocsTooLarge(t *testing.T) {
 	e := etcdtest.Start(t)
 	ctx := context.Background()
 	d := open(t, e, "large").Docs()
-	for _, size := range []int{1600 << 10, 2 << 20} {
+	for _, size := range []int{1600 << 10, 4 << 20, 17 << 20} {
 		err := d.Update(ctx, []string{"authorized_nodes"}, func(map[string][]byte) (map[string][]byte, error) {
 			return map[string][]byte{"authorized_nodes": bytes.Repeat([]byte("x"), size)}, nil
 		})

@@ -41,6 +41,11 @@ import (
 // unreachable refuses new assignments with an error instead of hanging.
 const DefaultTimeout = 10 * time.Second
 
+// maxSend is the largest request the client sends: above etcd's
+// --max-request-bytes (1.5 MiB by default, 10 MiB at most advised), so
+// that etcd's own limit is the one that refuses, whatever it is set to.
+const maxSend = 16 << 20
+
 // maxAttempts bounds how often Update re-runs fn when other writers keep
 // committing first; each lost race means another writer made progress.
 const maxAttempts = 50
@@ -90,6 +95,7 @@ func Open(endpoints []string, prefix string, tlsConfig *tls.Config) (*Store, err
 		Logger:               zap.NewNop(), // errors reach the caller; the relay logs them
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
+		MaxCallSendMsgSize:   maxSend,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open etcd store %s: %w", strings.Join(endpoints, ","), err)
