@@ -103,7 +103,8 @@ type Config struct {
 	Store store.Store
 	// Docs holds the authorized playnodes, the enrollment tokens and the
 	// pending list (see Site); nil means the flat files in DataDir, the
-	// authorized nodes checked for edits four times a second.
+	// authorized nodes checked for edits every ReloadInterval, at least
+	// four times a second.
 	Docs   store.Docs
 	Logger *slog.Logger
 }

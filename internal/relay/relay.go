@@ -44,7 +44,7 @@ type Relay struct {
 	authMu     sync.Mutex
 	nextKeys   nextHostKeys // hostkey.go
 
-	docs     store.Docs // Config.Docs, or the flat files in DataDir (site.go)
+	docs     store.Docs // Config.Docs, or the flat files in DataDir (see Site)
 	authText []byte     // the authorized-nodes text installed last; under authMu
 
 	// applyMu serialises committing assignments to the store with applying

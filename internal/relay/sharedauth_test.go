@@ -1,14 +1,21 @@
 package relay_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"paradigm/internal/identity"
+	"paradigm/internal/mux"
 	"paradigm/internal/proto"
 	"paradigm/internal/relay"
 	"paradigm/internal/store"
@@ -232,5 +239,94 @@ func TestSharedBadDocument(t *testing.T) {
 	}
 	if _, err := site.Nodes(); err == nil || !strings.Contains(err.Error(), "etcd key /bad/docs/authorized_nodes:1:") {
 		t.Errorf("Nodes over the bad document: got %v, want an error naming the key and line", err)
+	}
+}
+
+// enrollOver enrolls a fresh key as name through r over SSH and returns
+// the relay's answer; it reports failures as errors, so that it can run
+// in goroutines of its own.
+func enrollOver(r *testRelay, keyFile, name, token string) (proto.Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	key, err := identity.LoadKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.Dial("tcp", r.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	sess, err := mux.DialSSH(ctx, conn, &mux.SSHClientConfig{Key: key, User: name + proto.EnrollUserSuffix, HostKeyCallback: ssh.FixedHostKey(r.HostKey())})
+	if err != nil {
+		return nil, fmt.Errorf("dial relay: %w", err)
+	}
+	defer sess.Close()
+	ctrl, err := sess.OpenStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := proto.WriteMessage(ctrl, &proto.Enroll{Version: proto.Version, Playnode: name, Token: token}); err != nil {
+		return nil, err
+	}
+	proto.WriteMessage(ctrl, enrollHello(name)) // refused at once: the answer is buffered
+	return proto.ReadMessage(ctrl)
+}
+
+// TestSharedTokenRace attacks the shared use count: a token with one use
+// is presented through both relays at the same moment, several times;
+// each time exactly one enrollment is admitted and the other refused,
+// and the token has no use left.
+func TestSharedTokenRace(t *testing.T) {
+	e := etcdtest.Start(t)
+	a, b := sharedRelays(t, e, "race")
+	site := relay.Site{DataDir: t.TempDir(), Docs: sharedDocs(t, e, "race")}
+	for round := range 5 {
+		tok, _, err := site.CreateToken(relay.TokenOptions{Uses: 1}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		relays := []*testRelay{a, b}
+		answers := make([]proto.Message, len(relays))
+		errs := make([]error, len(relays))
+		keys := make([]string, len(relays))
+		for i := range relays {
+			keys[i] = newKey(t, fmt.Sprint("k", i))
+		}
+		var wg sync.WaitGroup
+		for i, r := range relays {
+			wg.Go(func() { answers[i], errs[i] = enrollOver(r, keys[i], fmt.Sprintf("r%d-%d", round, i), tok) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		welcomes := 0
+		for i, m := range answers {
+			switch {
+			case isWelcome(m):
+				welcomes++
+			case !isRefusal(m, proto.RefuseToken):
+				t.Errorf("round %d, relay %d: %#v, want a welcome or a token refusal", round, i, m)
+			}
+		}
+		if welcomes != 1 {
+			t.Errorf("round %d: %d enrollments admitted with a one-use token, want 1", round, welcomes)
+		}
+	}
+	rows, err := site.Nodes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 5 {
+		t.Errorf("after 5 rounds: %d playnodes authorized, want 5: %+v", len(rows), rows)
+	}
+	ts, err := site.ListTokens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range ts {
+		if tk.Uses != 0 {
+			t.Errorf("token %s has %d uses left, want 0", tk.ID, tk.Uses)
+		}
 	}
 }
