@@ -179,6 +179,24 @@ func (s Site) Authorize(playnode string, key ssh.PublicKey, comment string) erro
 	return authorizeIn(s.docs(), AuthorizedFile, playnode, key, comment)
 }
 
+// AuthorizeNode binds the public key given as a line or a .pub file (arg)
+// to playnode, and returns what to tell the operator: the Site form of the
+// operator's `authorize`.
+func (s Site) AuthorizeNode(playnode, arg string) (string, error) {
+	key, comment, err := identity.ParsePublic(arg)
+	if err != nil {
+		return "", err
+	}
+	err = s.Authorize(playnode, key, comment)
+	if errors.Is(err, ErrAlreadyAuthorized) {
+		return err.Error(), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("authorized playnode %s with key %s", playnode, identity.Fingerprint(key)), nil
+}
+
 func authorizeIn(d store.Docs, name, playnode string, key ssh.PublicKey, comment string) error {
 	if err := proto.ValidateName("playnode", playnode); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -56,9 +57,21 @@ func TestSiteSameTextOnEither(t *testing.T) {
 	if !bytes.Equal(text["files"], text["etcd"]) {
 		t.Errorf("authorized nodes differ:\nfiles:\n%s\netcd:\n%s", text["files"], text["etcd"])
 	}
+	for name, s := range sites {
+		line := identity.PublicLine(keys[1], "re-keyed by hand")
+		msg, err := s.AuthorizeNode("dev1", line)
+		if err != nil || !strings.HasPrefix(msg, "authorized playnode dev1") {
+			t.Errorf("%s: AuthorizeNode: %q, %v; want it authorized", name, msg, err)
+		}
+		msg, err = s.AuthorizeNode("dev1", line)
+		if err != nil || !strings.Contains(msg, "already authorized") {
+			t.Errorf("%s: AuthorizeNode again: %q, %v; want already authorized, no error", name, msg, err)
+		}
+	}
 	want := authorizedHeader +
 		`playnode="dev0" ` + identity.PublicLine(keys[0], "dev0") + "\n" +
-		`playnode="dev2" ` + identity.PublicLine(keys[2], "dev2") + "\n"
+		`playnode="dev2" ` + identity.PublicLine(keys[2], "dev2") + "\n" +
+		`playnode="dev1" ` + identity.PublicLine(keys[1], "re-keyed by hand") + "\n"
 	if onDisk, _ := os.ReadFile(filepath.Join(dir, AuthorizedFile)); string(onDisk) != want {
 		t.Errorf("the flat file:\n%s\nwant:\n%s", onDisk, want)
 	}
