@@ -26,8 +26,8 @@ func (s *Server) routes() http.Handler {
 	read("GET /api/v1/events", s.events)
 	write("POST /api/v1/playnodes/{name}/disconnect", s.disconnect)
 	read("GET /api/v1/pending", s.listPending)
-	write("POST /api/v1/pending/{name}/approve", s.decidePending(relay.ApprovePending))
-	write("POST /api/v1/pending/{name}/reject", s.decidePending(relay.RejectPending))
+	write("POST /api/v1/pending/{name}/approve", s.decidePending(relay.Site.ApprovePending))
+	write("POST /api/v1/pending/{name}/reject", s.decidePending(relay.Site.RejectPending))
 	write("PUT /api/v1/playnodes/{name}/services/{service}/portalias", s.aliasSet)
 	write("DELETE /api/v1/playnodes/{name}/services/{service}/portalias", s.aliasRemove)
 	write("DELETE /api/v1/playnodes/{name}/portaliases", s.aliasRemove)
@@ -353,7 +353,7 @@ type PendingList struct {
 }
 
 func (s *Server) listPending(w http.ResponseWriter, _ *http.Request) {
-	ps, err := relay.ListPending(s.relay.DataDir())
+	ps, err := s.relay.Site().ListPending()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -365,15 +365,16 @@ func (s *Server) listPending(w http.ResponseWriter, _ *http.Request) {
 }
 
 // decidePending is POST /api/v1/pending/{name}/approve or /reject: the
-// same as `paradigm-relay approve|reject NAME`.
-func (s *Server) decidePending(decide func(dataDir, name string) (string, error)) http.HandlerFunc {
+// same as `paradigm-relay approve|reject NAME`, on the relay's own Site
+// (the cluster's documents when it shares a store).
+func (s *Server) decidePending(decide func(site relay.Site, name string) (string, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		if err := proto.ValidateName("playnode", name); err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		msg, err := decide(s.relay.DataDir(), name)
+		msg, err := decide(s.relay.Site(), name)
 		switch {
 		case errors.Is(err, relay.ErrNotPending):
 			writeError(w, http.StatusNotFound, err.Error())

@@ -206,6 +206,14 @@ func portaliasStore(dataDir string, st store.Store, info RelayInfo) (store.Store
 	return &store.File{Path: filepath.Join(dataDir, PortaliasFile)}, nil
 }
 
+// SharedStoreOf names the shared store (--store) that the relay of
+// dataDir keeps its state in, as it recorded in status.json; "" when it
+// keeps it in the folder's files.
+func SharedStoreOf(dataDir string) string {
+	info, _ := relayInfo(dataDir)
+	return info.Store
+}
+
 // relayInfo is what the relay running on a data folder (or the last one
 // that ran) recorded of its settings in status.json, with the defaults for
 // what it did not.

@@ -44,7 +44,8 @@ type Relay struct {
 	authMu     sync.Mutex
 	nextKeys   nextHostKeys // hostkey.go
 
-	authStamp store.Stamp // the authorized-nodes version New read
+	docs     store.Docs // Config.Docs, or the flat files in DataDir (see Site)
+	authText []byte     // the authorized-nodes text installed last; under authMu
 
 	// applyMu serialises committing assignments to the store with applying
 	// them, so tables are applied in commit order. Lock order: applyMu ->
@@ -102,6 +103,9 @@ func New(cfg Config) (*Relay, error) {
 	if r.store == nil {
 		r.store = &store.File{Path: filepath.Join(cfg.DataDir, PortaliasFile), PollInterval: cfg.ReloadInterval}
 	}
+	if r.docs = cfg.Docs; r.docs == nil {
+		r.docs = fileDocs(cfg.DataDir, min(cfg.ReloadInterval, revokePoll))
+	}
 	if err := r.load(); err != nil {
 		lock.Release()
 		return nil, err
@@ -125,9 +129,7 @@ func (r *Relay) load() error {
 	if r.hostKey, err = identity.LoadOrCreate(filepath.Join(r.cfg.DataDir, HostKeyFile), "paradigm-relay"); err != nil {
 		return fmt.Errorf("host key: %w", err)
 	}
-	authPath := filepath.Join(r.cfg.DataDir, AuthorizedFile)
-	r.authStamp = store.StampOf(authPath) // first: an edit after it is picked up
-	auth, err := loadAuthorized(authPath)
+	auth, err := r.loadAuthorized()
 	if err != nil {
 		return err
 	}

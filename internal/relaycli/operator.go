@@ -23,7 +23,11 @@ func Authorize() *cli.Command {
 			if c.NArg() != 2 {
 				return errors.New("authorize takes NAME and PUBKEY, e.g. authorize signage-042 \"$(cat node.key.pub)\"")
 			}
-			msg, err := relay.AuthorizeNode(c.String("data"), c.Args().Get(0), c.Args().Get(1))
+			var msg string
+			err := withSite(c, func(site relay.Site) (err error) {
+				msg, err = site.AuthorizeNode(c.Args().Get(0), c.Args().Get(1))
+				return err
+			})
 			return printed(c, msg, err)
 		},
 	}
