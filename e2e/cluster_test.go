@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"paradigm/internal/identity"
 	"paradigm/internal/node"
 	"paradigm/internal/relay"
+	"paradigm/internal/store/etcdstore"
 	"paradigm/internal/store/etcdstore/etcdtest"
 )
 
@@ -89,6 +91,32 @@ func (r *clusterRelay) api(t *testing.T, path string, v any) int {
 		t.Fatalf("GET %s on %s: %v", path, r.ip, err)
 	}
 	return resp.StatusCode
+}
+
+// metric returns the value of an unlabelled counter on r's /metrics.
+func (r *clusterRelay) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(r.d.data, "admin.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a struct{ URL string }
+	if err := json.Unmarshal(b, &a); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(a.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
 }
 
 // apiPlaynode is what the admin API says of one playnode.
@@ -173,10 +201,10 @@ func TestClusterEtcdOutage(t *testing.T) {
 	e := etcdtest.Start(t)
 	rs := newCluster(t, e, "outage", 2)
 	a, b := rs[0], rs[1]
-	piKey := a.d.addPlaynode(t, "pi")
-	lateKey := a.d.addPlaynode(t, "late")
-	b.d.authorize(t, "pi", piKey)
-	b.d.authorize(t, "late", lateKey)
+	piKey, lateKey := a.d.keygen(t, "pi"), a.d.keygen(t, "late")
+	for name, key := range map[string]string{"pi": piKey, "late": lateKey} {
+		mustRun(t, relayBin, "authorize", "--data", a.d.data, "--store", "etcd://"+e.Client+"/outage", name, key+".pub")
+	}
 	a.start(t, 0)
 	b.start(t, 0)
 	echo := portOf(fmt.Sprint("127.0.0.1:", startEcho(t)))
@@ -244,6 +272,12 @@ func TestClusterConcurrentAssign(t *testing.T) {
 		r.d.low, r.d.high = rs[0].d.low, rs[0].d.low+n+19
 		r.d.ports = fmt.Sprintf("%d-%d", r.d.low, r.d.high)
 	}
+	sh, err := etcdstore.OpenShared("etcd://"+e.Client+"/assign", "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	site := relay.Site{DataDir: rs[0].d.data, Docs: sh.Docs()}
 	keys := make([]string, n)
 	for i := range n {
 		name := fmt.Sprintf("dev%03d", i)
@@ -252,10 +286,8 @@ func TestClusterConcurrentAssign(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range rs {
-			if err := relay.Authorize(filepath.Join(r.d.data, relay.AuthorizedFile), name, k.PublicKey(), ""); err != nil {
-				t.Fatal(err)
-			}
+		if err := site.Authorize(name, k.PublicKey(), ""); err != nil {
+			t.Fatal(err)
 		}
 	}
 	for _, r := range rs {
@@ -331,16 +363,17 @@ func clusterNodeArgs(rs []*clusterRelay, name, key string, services ...string) [
 // binaries: three relays on 127.0.0.2-4 share one etcd. A playnode
 // connected to relay A answers on the same portalias on all three; after
 // kill -9 of A it is back through B (its next relay) on the same
-// portalias; a restarted A serves that portalias again through the mesh.
+// portalias; a restarted A serves that portalias again through the mesh;
+// revoked on C, it is cut at once and refused by every relay.
 func TestClusterThreeRelays(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
 	rs := newCluster(t, e, "three", 3)
 	a, b, c := rs[0], rs[1], rs[2]
-	key := a.d.addPlaynode(t, "pi")
-	for _, r := range rs[1:] {
-		r.d.authorize(t, "pi", key)
-	}
+	storeURL := "etcd://" + e.Client + "/three"
+	key := a.d.keygen(t, "pi")
+	// Authorized once, for the whole cluster.
+	mustRun(t, relayBin, "authorize", "--data", a.d.data, "--store", storeURL, "pi", key+".pub")
 	for _, r := range rs {
 		r.start(t, 0)
 	}
@@ -382,5 +415,22 @@ func TestClusterThreeRelays(t *testing.T) {
 	}
 	if err := echoAt(a.portalias(port)); err != nil {
 		t.Fatalf("through restarted A, over the mesh to B: %v", err)
+	}
+
+	revoked := time.Now()
+	mustRun(t, relayBin, "revoke", "--data", c.d.data, "--store", storeURL, "pi")
+	for _, r := range rs {
+		waitUntil(t, r.ip+" to show pi offline after the revocation", func() bool { return !r.playnode(t, "pi").Online })
+	}
+	t.Logf("pi offline on every relay %v after revoke on C", time.Since(revoked).Round(time.Millisecond))
+	// It keeps trying every relay (it fails over); each refuses its key.
+	for _, r := range rs {
+		waitUntil(t, r.ip+" to refuse pi's key", func() bool { return r.metric(t, "paradigm_relay_auth_failures_total") > 0 })
+		if r.playnode(t, "pi").Online {
+			t.Fatalf("%s let pi in after the revocation", r.ip)
+		}
+	}
+	if err := echoAt(b.portalias(port)); err == nil {
+		t.Fatal("pi's portalias still answers after the revocation")
 	}
 }
