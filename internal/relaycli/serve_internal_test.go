@@ -12,6 +12,7 @@ import (
 	"paradigm/internal/admin"
 	"paradigm/internal/cliflags"
 	"paradigm/internal/relay"
+	"paradigm/internal/store/etcdstore/etcdtest"
 )
 
 // parseServe runs the flags of serve on args (global flags included, on
@@ -114,19 +115,36 @@ func TestServeFlagErrors(t *testing.T) {
 	}
 }
 
-// TestStoreFlagsGlobal: every command takes the --store flags, before or
-// after its name; one that does not use them yet ignores them.
+// TestStoreFlagsGlobal: the --store flags work before and after the
+// command, and the operator's commands act on the shared store they name
+// (a real etcd): a token created with the flags before the command is
+// listed with them after it; the data folder keeps no file of it.
 func TestStoreFlagsGlobal(t *testing.T) {
+	e := etcdtest.Start(t)
+	url := "etcd://" + e.Client + "/flags"
 	data := t.TempDir()
-	for _, args := range [][]string{
-		{"--store", "etcd://127.0.0.1:1/p", "nodes"},
-		{"nodes", "--store", "etcd://127.0.0.1:1/p", "--store-ca", "ca.pem", "--store-cert", "c.pem", "--store-key", "k.pem"},
-		{"token", "ls", "--store", "etcd://127.0.0.1:1/p"},
-	} {
-		app := &cli.App{Name: "paradigm-relay", Writer: io.Discard, ErrWriter: io.Discard, Commands: []*cli.Command{Nodes(), Token()}}
+	run := func(args ...string) (string, error) {
+		var out strings.Builder
+		app := &cli.App{Name: "paradigm-relay", Writer: &out, ErrWriter: io.Discard, Commands: []*cli.Command{Nodes(), Token()}}
 		cliflags.Global(app, GlobalFlags)
-		if err := app.Run(append([]string{"paradigm-relay", "--data", data}, args...)); err != nil {
-			t.Errorf("%q: %v", args, err)
-		}
+		err := app.Run(append([]string{"paradigm-relay", "--data", data}, args...))
+		return out.String(), err
+	}
+	if _, err := run("--store", url, "token", "create", "--comment", "shared"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("token", "ls", "--store", url)
+	if err != nil || !strings.Contains(out, "shared") {
+		t.Fatalf("token ls --store after the command: %q, %v; want the token created through the store", out, err)
+	}
+	if out, err := run("token", "ls"); err != nil || strings.Contains(out, "shared") {
+		t.Fatalf("token ls without --store: %q, %v; want the data folder's own, empty, list", out, err)
+	}
+	if _, err := run("nodes", "--store", url); err != nil {
+		t.Fatal(err)
+	}
+	_, err = run("nodes", "--store", url, "--store-ca", "ca.pem", "--store-cert", "c.pem", "--store-key", "k.pem")
+	if err == nil || !strings.Contains(err.Error(), "ca.pem") {
+		t.Fatalf("nodes with a missing --store-ca: %v, want an error naming ca.pem", err)
 	}
 }
