@@ -29,9 +29,8 @@ import (
 // separate servers.
 type clusterRelay struct {
 	*relayProc
-	d    *deployment
-	ip   string
-	args []string // serve's flags, to restart it as it was
+	d  *deployment
+	ip string
 }
 
 // newCluster prepares n relay data folders sharing one etcd under prefix

@@ -381,14 +381,6 @@ func (g *registry) member(key []byte) (store.Member, bool) {
 	return g.members[id], true
 }
 
-// memberByID returns a member by its id.
-func (g *registry) memberByID(id string) (store.Member, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	m, ok := g.members[id]
-	return m, ok
-}
-
 // setHome records where playnode is at home now (nil: nowhere), as the
 // cluster reports it, queueing the events of a remote playnode coming or
 // going, and says what it asks of this relay's own session of playnode.
