@@ -76,7 +76,7 @@ const systemdPath = "/lib/systemd/systemd"
 // machine is a systemd booted by bootSystemd: PID 1 of its own namespaces.
 type machine struct {
 	pid  int    // PID 1 of the machine, as this test's namespace sees it
-	repo string // the repository's root, the working folder of sh
+	repo string // the repository's root, the working folder of run
 }
 
 // requireSystemdBoot fails the test under CI, and skips it elsewhere, when
@@ -189,7 +189,7 @@ func (m *machine) poll(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// run runs script with sh -eu in the machine's namespaces, as root, in the
+// run runs script with bash -eu (root's shell) in the machine's namespaces, as root, in the
 // repository's root folder, bounded by waitTimeout; it returns stdout and
 // stderr, and an error when sh fails.
 func (m *machine) run(script string) (stdout, stderr string, err error) {
@@ -198,13 +198,13 @@ func (m *machine) run(script string) (stdout, stderr string, err error) {
 	var out, errOut bytes.Buffer
 	cmd := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(m.pid),
 		"--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--wd="+m.repo,
-		"sh", "-euc", script)
+		"bash", "-euc", script)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.WaitDelay = 5 * time.Second
 	err = cmd.Run()
 	if err != nil {
-		err = fmt.Errorf("sh -euc %q in the machine: %w\nstdout:\n%s\nstderr:\n%s", script, err, out.String(), errOut.String())
+		err = fmt.Errorf("bash -euc %q in the machine: %w\nstdout:\n%s\nstderr:\n%s", script, err, out.String(), errOut.String())
 	}
 	return out.String(), errOut.String(), err
 }

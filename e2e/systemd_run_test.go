@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,6 +59,7 @@ func TestSystemdDeploy(t *testing.T) {
 
 	ssh := m.waitLs(t, "signage-042", "ssh", true)
 	t.Logf("signage-042 ssh online through the relay, portalias %d", ssh.Portalias)
+	m.adminReady(t)
 	hostKey := strings.Fields(m.sh(t, "cat /etc/ssh/ssh_host_ed25519_key.pub"))
 	scan := m.sh(t, fmt.Sprintf("ssh-keyscan -t ed25519 -p %d 127.0.0.1 2>/dev/null", ssh.Portalias))
 	if got := strings.Fields(scan); len(got) < 3 || len(hostKey) < 2 || got[1] != hostKey[0] || got[2] != hostKey[1] {
@@ -166,4 +168,26 @@ func (m *machine) sandboxed(t *testing.T, unit string) sandbox {
 	}
 	t.Logf("%s runs as uid %s", unit, uids[0])
 	return sandbox{uid: uids[0]}
+}
+
+// adminReady checks that the relay's admin endpoint, at the address it
+// wrote in its data folder's admin.json, answers /readyz with 200.
+func (m *machine) adminReady(t *testing.T) {
+	t.Helper()
+	var doc struct {
+		URL string `json:"url"`
+	}
+	text := m.sh(t, "cat /var/lib/paradigm-relay/admin.json")
+	if err := json.Unmarshal([]byte(text), &doc); err != nil {
+		t.Fatalf("admin.json %q: %v", text, err)
+	}
+	u, err := url.Parse(doc.URL)
+	if err != nil || u.Scheme != "http" || u.Port() == "" {
+		t.Fatalf("admin.json %q: want an http URL with a port (%v)", text, err)
+	}
+	// The machine has no HTTP client for sure; bash's /dev/tcp is one.
+	status := m.sh(t, fmt.Sprintf(`exec 3<>/dev/tcp/%s/%s; printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3; head -1 <&3`, u.Hostname(), u.Port()))
+	if f := strings.Fields(status); len(f) < 2 || f[1] != "200" {
+		t.Errorf("admin endpoint %s/readyz answered %q, want 200", doc.URL, status)
+	}
 }
