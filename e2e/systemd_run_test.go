@@ -60,10 +60,8 @@ func TestSystemdDeploy(t *testing.T) {
 	ssh := m.waitLs(t, "signage-042", "ssh", true)
 	t.Logf("signage-042 ssh online through the relay, portalias %d", ssh.Portalias)
 	m.adminReady(t)
-	hostKey := strings.Fields(m.sh(t, "cat /etc/ssh/ssh_host_ed25519_key.pub"))
-	scan := m.sh(t, fmt.Sprintf("ssh-keyscan -t ed25519 -p %d 127.0.0.1 2>/dev/null", ssh.Portalias))
-	if got := strings.Fields(scan); len(got) < 3 || len(hostKey) < 2 || got[1] != hostKey[0] || got[2] != hostKey[1] {
-		t.Fatalf("ssh-keyscan through portalias %d printed %q, want the device's host key %q", ssh.Portalias, scan, hostKey)
+	if scan, ok := m.sshdAnswers(t, ssh.Portalias); !ok {
+		t.Fatalf("ssh-keyscan through portalias %d printed %q, want the device's host key", ssh.Portalias, scan)
 	}
 
 	relay := m.sandboxed(t, "paradigm-relay")
@@ -75,6 +73,27 @@ func TestSystemdDeploy(t *testing.T) {
 	if owner != relay.uid {
 		t.Errorf("the relay's host key belongs to uid %s, want the relay's, %s: the relay could not read it after a restart", owner, relay.uid)
 	}
+
+	for _, u := range units {
+		out := m.sh(t, "systemd-analyze security --no-pager "+u.file)
+		match := exposure.FindStringSubmatch(out)
+		if match == nil {
+			t.Fatalf("systemd-analyze security %s: no overall exposure level in\n%s", u.file, out)
+		}
+		score, err := strconv.ParseFloat(match[1], 64)
+		if err != nil || score > u.maxScore {
+			t.Errorf("%s running: exposure %s, want at most %.1f\n%s", u.file, match[1], u.maxScore, out)
+		}
+		t.Logf("%s running: exposure %s", u.file, match[1])
+	}
+
+	// A restart finds the state folder as it left it, root's files too,
+	// and the playnode back on its portalias.
+	m.sh(t, "systemctl restart paradigm-relay")
+	m.poll(t, "the device's sshd to answer on its portalias after the relay's restart", func() bool {
+		_, ok := m.sshdAnswers(t, ssh.Portalias)
+		return ok
+	})
 
 	m.sh(t, "systemctl stop paradigm-node")
 	m.waitLs(t, "signage-042", "ssh", false)
@@ -88,6 +107,16 @@ func TestSystemdDeploy(t *testing.T) {
 			}
 		}
 	}
+}
+
+// sshdAnswers reports whether the device's sshd answers on portalias with
+// its host key, and what ssh-keyscan printed.
+func (m *machine) sshdAnswers(t *testing.T, portalias uint16) (string, bool) {
+	t.Helper()
+	hostKey := strings.Fields(m.sh(t, "cat /etc/ssh/ssh_host_ed25519_key.pub"))
+	scan := m.sh(t, fmt.Sprintf("ssh-keyscan -T 5 -t ed25519 -p %d 127.0.0.1 2>/dev/null || true", portalias))
+	got := strings.Fields(scan)
+	return scan, len(got) >= 3 && len(hostKey) >= 2 && got[1] == hostKey[0] && got[2] == hostKey[1]
 }
 
 // requireDeviceSSHD fails the test under CI, and skips it elsewhere,
