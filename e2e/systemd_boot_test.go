@@ -250,11 +250,34 @@ func newCgroup(t *testing.T) string {
 			own = path
 		}
 	}
-	dir := filepath.Join(mount, own, "paradigm-e2e-systemd-"+strconv.Itoa(os.Getpid()))
+	parent := filepath.Join(mount, own)
+	removeStaleCgroups(t, parent)
+	dir := filepath.Join(parent, cgroupPrefix+strconv.Itoa(os.Getpid()))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatalf("create the machine's cgroup: %v", err)
 	}
 	return dir
+}
+
+// cgroupPrefix starts the name of a machine's cgroup; the test process's
+// PID ends it.
+const cgroupPrefix = "paradigm-e2e-systemd-"
+
+// removeStaleCgroups removes the cgroups of machines whose test process was
+// killed before its cleanup ran (PID 1 died with it: see bootSystemd).
+func removeStaleCgroups(t *testing.T, parent string) {
+	t.Helper()
+	entries, _ := os.ReadDir(parent)
+	for _, e := range entries {
+		pid, ok := strings.CutPrefix(e.Name(), cgroupPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			continue // a test process that still runs
+		}
+		removeCgroup(t, filepath.Join(parent, e.Name()))
+	}
 }
 
 // cgroup2Mount returns where the cgroup2 hierarchy is mounted (on a host
