@@ -30,24 +30,64 @@ func TestSystemdDeploy(t *testing.T) {
 	t.Parallel()
 	m := bootSystemd(t, filepath.Dir(relayBin))
 	m.sh(t, "install -m 0755 /run/paradigm-e2e/bin/paradigm-relay /run/paradigm-e2e/bin/paradigm-node /usr/local/bin/")
+	fingerprint := m.deployRelay(t)
+	playnode := m.deployPlaynode(t, fingerprint)
 
-	// The relay, on the server.
+	ssh := m.waitLs(t, playnode, "ssh", true)
+	t.Logf("%s ssh online through the relay, portalias %d", playnode, ssh.Portalias)
+	m.adminReady(t)
+	if scan, ok := m.sshdAnswers(t, ssh.Portalias); !ok {
+		t.Fatalf("ssh-keyscan through portalias %d printed %q, want the device's host key", ssh.Portalias, scan)
+	}
+	m.checkSandboxes(t)
+
+	// A restart finds the state folder as it left it, root's files too,
+	// and the playnode back on its portalias.
+	m.sh(t, "systemctl restart paradigm-relay")
+	m.poll(t, "the device's sshd to answer on its portalias after the relay's restart", func() bool {
+		_, ok := m.sshdAnswers(t, ssh.Portalias)
+		return ok
+	})
+
+	m.sh(t, "systemctl stop paradigm-node")
+	m.waitLs(t, playnode, "ssh", false)
+	m.sh(t, "systemctl stop paradigm-relay")
+	for _, unit := range []string{"paradigm-node", "paradigm-relay"} {
+		// ExecMainCode 1 is CLD_EXITED: the process exited by itself on
+		// SIGTERM, with status 0, and was not killed after a timeout.
+		for prop, want := range map[string]string{"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1", "ExecMainStatus": "0"} {
+			if got := strings.TrimSpace(m.sh(t, "systemctl show -P "+prop+" "+unit)); got != want {
+				t.Errorf("%s after systemctl stop: %s=%s, want %s", unit, prop, got, want)
+			}
+		}
+	}
+}
+
+// deployRelay runs README's commands for the relay, on the server, and
+// returns the fingerprint they print.
+func (m *machine) deployRelay(t *testing.T) string {
+	t.Helper()
 	out := m.sh(t, readmeBlock(t, "The relay runs as a systemd service"))
 	fields := strings.Fields(out)
 	if len(fields) == 0 || !strings.HasPrefix(fields[len(fields)-1], "SHA256:") {
 		t.Fatalf("README's relay commands printed %q, want the fingerprint last", out)
 	}
-	fingerprint := fields[len(fields)-1]
+	return fields[len(fields)-1]
+}
 
-	// A playnode: the device is the same machine, whose sshd is the service.
+// deployPlaynode runs README's commands for a playnode, whose device is the
+// same machine, its sshd the service, and returns the playnode's name.
+func (m *machine) deployPlaynode(t *testing.T, fingerprint string) string {
+	t.Helper()
 	m.sh(t, "echo '127.0.0.1 relay.example.com' >>/etc/hosts && systemctl start ssh")
 	pub := strings.TrimSpace(m.sh(t, readmeBlock(t, "On the device (or when building its image):")))
 	authorize := readmeBlock(t, "On the server, authorize that key for the playnode's name")
-	quoted := regexp.MustCompile(`"ssh-ed25519 [^"]*"`)
-	if !quoted.MatchString(authorize) {
-		t.Fatalf("README's authorize block %q has no \"ssh-ed25519 ...\" key", authorize)
+	line := regexp.MustCompile(`paradigm-relay authorize --data \S+ (\S+) ("ssh-ed25519 [^"]*")`)
+	match := line.FindStringSubmatch(authorize)
+	if match == nil {
+		t.Fatalf("README's authorize block %q has no authorize NAME \"ssh-ed25519 ...\" line", authorize)
 	}
-	m.sh(t, quoted.ReplaceAllLiteralString(authorize, strconv.Quote(pub)))
+	m.sh(t, strings.Replace(authorize, match[2], strconv.Quote(pub), 1))
 	conf := readmeBlock(t, "On the device, `/etc/paradigm/node.conf`:")
 	const placeholder = "SHA256:...the relay's fingerprint..."
 	if !strings.Contains(conf, placeholder) {
@@ -56,14 +96,15 @@ func TestSystemdDeploy(t *testing.T) {
 	conf = strings.ReplaceAll(conf, placeholder, fingerprint)
 	m.sh(t, "cat >/etc/paradigm/node.conf <<'EOF'\n"+conf+"EOF\n")
 	m.sh(t, readmeBlock(t, "The unit ships as `deploy/paradigm-node.service`"))
+	return match[1]
+}
 
-	ssh := m.waitLs(t, "signage-042", "ssh", true)
-	t.Logf("signage-042 ssh online through the relay, portalias %d", ssh.Portalias)
-	m.adminReady(t)
-	if scan, ok := m.sshdAnswers(t, ssh.Portalias); !ok {
-		t.Fatalf("ssh-keyscan through portalias %d printed %q, want the device's host key", ssh.Portalias, scan)
-	}
-
+// checkSandboxes checks what the kernel and systemd say of both running
+// units: their processes (sandboxed), the relay's state folder, and
+// `systemd-analyze security` on the live units, within the limits
+// TestSystemdUnits sets for the files.
+func (m *machine) checkSandboxes(t *testing.T) {
+	t.Helper()
 	relay := m.sandboxed(t, "paradigm-relay")
 	m.sandboxed(t, "paradigm-node")
 	if got := strings.TrimSpace(m.sh(t, "readlink /var/lib/paradigm-relay")); got != "private/paradigm-relay" {
@@ -73,7 +114,6 @@ func TestSystemdDeploy(t *testing.T) {
 	if owner != relay.uid {
 		t.Errorf("the relay's host key belongs to uid %s, want the relay's, %s: the relay could not read it after a restart", owner, relay.uid)
 	}
-
 	for _, u := range units {
 		out := m.sh(t, "systemd-analyze security --no-pager "+u.file)
 		match := exposure.FindStringSubmatch(out)
@@ -85,27 +125,6 @@ func TestSystemdDeploy(t *testing.T) {
 			t.Errorf("%s running: exposure %s, want at most %.1f\n%s", u.file, match[1], u.maxScore, out)
 		}
 		t.Logf("%s running: exposure %s", u.file, match[1])
-	}
-
-	// A restart finds the state folder as it left it, root's files too,
-	// and the playnode back on its portalias.
-	m.sh(t, "systemctl restart paradigm-relay")
-	m.poll(t, "the device's sshd to answer on its portalias after the relay's restart", func() bool {
-		_, ok := m.sshdAnswers(t, ssh.Portalias)
-		return ok
-	})
-
-	m.sh(t, "systemctl stop paradigm-node")
-	m.waitLs(t, "signage-042", "ssh", false)
-	m.sh(t, "systemctl stop paradigm-relay")
-	for _, unit := range []string{"paradigm-node", "paradigm-relay"} {
-		// ExecMainCode 1 is CLD_EXITED: the process exited by itself on
-		// SIGTERM, with status 0, and was not killed after a timeout.
-		for prop, want := range map[string]string{"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1", "ExecMainStatus": "0"} {
-			if got := strings.TrimSpace(m.sh(t, "systemctl show -P "+prop+" "+unit)); got != want {
-				t.Errorf("%s after systemctl stop: %s=%s, want %s", unit, prop, got, want)
-			}
-		}
 	}
 }
 
