@@ -56,7 +56,7 @@ func TestSystemdUnits(t *testing.T) {
 				t.Fatalf("%s: no ExecStart=%s", u.file, installed)
 			}
 			unit := filepath.Join(t.TempDir(), u.file)
-			text = bytes.ReplaceAll(text, []byte("ExecStart="+installed), []byte("ExecStart="+*u.bin))
+			text = bytes.ReplaceAll(text, []byte("="+installed+" "), []byte("="+*u.bin+" "))
 			if err := os.WriteFile(unit, text, 0o644); err != nil {
 				t.Fatal(err)
 			}
