@@ -44,8 +44,8 @@
 // own size (4.2 MiB per stream measured, not 8.1). The control stream has the
 // same window, and the relay reads it only up to the hello, so the relay
 // bounds instead what a node sends there over the session's life
-// (MaxPeerBytes, 256 KiB; sshgate.go). A stream the node opens and the relay never
-// accepts would wait in yamux's accept backlog with 256 KiB of data for the
+// (MaxPeerBytes, 256 KiB; sshgate.go). A stream the node opens and the
+// relay never accepts would wait in yamux's accept backlog with 256 KiB of data for the
 // session's life, 128 of them per lane: the relay's MaxPeerStreams (1, the
 // control stream) ends the session at the first frame of one (sshgate.go). Below the streams, each lane's SSH channel
 // window (2 MiB, fixed by x/crypto/ssh) bounds what is in flight, and yamux

@@ -41,8 +41,8 @@ type peerStreamGate struct {
 	opened *atomic.Int32 // streams the peer opened on the session
 	// limitBytes bounds the data the peer sends on the streams it opened
 	// (odd ids: the node is yamux's client), sent counts it; 0: no limit.
-	// Only lane 0 carries such streams (admit), so a per-lane count is the
-	// session's.
+	// Only lane 0 carries such streams (admit; yamux discards data for a
+	// stream it does not know), so lane 0's count is the session's.
 	limitBytes int64
 	sent       int64
 	// refused, the session's, is set at the refusal: it quiets yamux's
