@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"runtime"
@@ -14,6 +15,7 @@ import (
 	"paradigm/internal/mux"
 	"paradigm/internal/node"
 	"paradigm/internal/proto"
+	"paradigm/internal/testenv"
 )
 
 // floodBeforeHello is issue 14's attack on the relay's memory from one
@@ -263,6 +265,69 @@ func TestControlStreamParking(t *testing.T) {
 		}
 		if m := rawHello(t, r, honest, helloWith("honest", "svc", 1)); m.(*proto.Welcome) == nil {
 			t.Fatalf("another playnode during the attack: %#v, want a welcome", m)
+		}
+	})
+}
+
+// TestPendingControlStream: authorized connections that never say hello
+// and fill their control streams as far as they can. The relay reads the
+// control stream until it holds one whole message, so all a pending
+// connection can make it hold is the message it announces, at most
+// proto.MaxMessageSize: a header announcing that much, then a byte less
+// (one byte more would complete the message, which the relay would decode
+// and refuse). Over SSH and QUIC alike the relay holds 64 KiB more per
+// such connection until its handshake deadline, whatever the windows:
+// heap 457 KiB per SSH connection and 156-162 KiB per QUIC one, both ends
+// in process, before and after MaxPeerBytes.
+func TestPendingControlStream(t *testing.T) {
+	const keys = 8
+	forEachTransport(t, func(t *testing.T, tr string) {
+		cfg := relayConfig(t)
+		cfg.HandshakeTimeout = time.Minute // the attack is measured while it is pending
+		var thieves []string
+		for i := range keys {
+			k, _ := authorize(t, cfg, fmt.Sprintf("staller-%d", i))
+			thieves = append(thieves, k)
+		}
+		r := startRelay(t, cfg, tr)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+
+		baseHeap, baseRSS := liveHeap(), rss(t)
+		sessions := make([]mux.Session, keys)
+		t.Cleanup(func() {
+			for _, s := range sessions {
+				s.Close()
+			}
+		})
+		frame := make([]byte, 5+proto.MaxMessageSize-1)
+		frame[0] = byte(proto.TypeHello)
+		binary.BigEndian.PutUint32(frame[1:5], proto.MaxMessageSize)
+		for i, k := range thieves {
+			sessions[i] = rawDial(ctx, t, r, k, fmt.Sprintf("staller-%d", i))
+			ctrl, err := sessions[i].OpenStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ctrl.Write(frame); err != nil {
+				t.Fatalf("staller-%d: %v", i, err)
+			}
+		}
+		// The relay has read it all once a yamux window update or QUIC
+		// MAX_STREAM_DATA let the whole frame through; settle, then measure.
+		testenv.WaitFor(t, waitTimeout, "the relay to read the pending messages", func() bool {
+			return liveHeap()-baseHeap >= keys*proto.MaxMessageSize
+		})
+		heap, grownRSS := min(liveHeap(), liveHeap())-baseHeap, rss(t)-baseRSS
+		t.Logf("%s: %d pending connections, each holding an unfinished 64 KiB hello: heap grew %d KiB (%d KiB per connection), RSS %d KiB",
+			tr, keys, heap>>10, heap/keys>>10, grownRSS>>10)
+		for i, s := range sessions {
+			if err := s.Err(); err != nil {
+				t.Errorf("staller-%d: %v, want it pending", i, err)
+			}
+		}
+		if heap > keys*(1<<20) {
+			t.Errorf("heap grew by %d bytes for %d pending connections, want at most %d", heap, keys, keys*(1<<20))
 		}
 	})
 }
