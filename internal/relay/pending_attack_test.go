@@ -15,7 +15,6 @@ import (
 	"paradigm/internal/mux"
 	"paradigm/internal/node"
 	"paradigm/internal/proto"
-	"paradigm/internal/testenv"
 )
 
 // floodBeforeHello is issue 14's attack on the relay's memory from one
@@ -277,7 +276,7 @@ func TestControlStreamParking(t *testing.T) {
 // (one byte more would complete the message, which the relay would decode
 // and refuse). Over SSH and QUIC alike the relay holds 64 KiB more per
 // such connection until its handshake deadline, whatever the windows:
-// heap 457 KiB per SSH connection and 156-162 KiB per QUIC one, both ends
+// heap 457 KiB per SSH connection and 156-165 KiB per QUIC one, both ends
 // in process, before and after MaxPeerBytes.
 func TestPendingControlStream(t *testing.T) {
 	const keys = 8
@@ -313,11 +312,10 @@ func TestPendingControlStream(t *testing.T) {
 				t.Fatalf("staller-%d: %v", i, err)
 			}
 		}
-		// The relay has read it all once a yamux window update or QUIC
-		// MAX_STREAM_DATA let the whole frame through; settle, then measure.
-		testenv.WaitFor(t, waitTimeout, "the relay to read the pending messages", func() bool {
-			return liveHeap()-baseHeap >= keys*proto.MaxMessageSize
-		})
+		// Each frame fits the window a stream starts with, so the writes
+		// returned once it was handed to the transport; on loopback it is
+		// in the relay (in its message buffer, or yamux's or quic-go's)
+		// well before the collections are done.
 		heap, grownRSS := min(liveHeap(), liveHeap())-baseHeap, rss(t)-baseRSS
 		t.Logf("%s: %d pending connections, each holding an unfinished 64 KiB hello: heap grew %d KiB (%d KiB per connection), RSS %d KiB",
 			tr, keys, heap>>10, heap/keys>>10, grownRSS>>10)
