@@ -61,6 +61,9 @@ var (
 	// ErrPeerStreams is matched by Session.Err of a relay session whose
 	// node opened a stream beyond SSHServerConfig.MaxPeerStreams.
 	ErrPeerStreams = errors.New("peer opened more streams than allowed")
+	// ErrPeerBytes is matched by Session.Err of a relay session whose node
+	// sent more than SSHServerConfig.MaxPeerBytes on its control stream.
+	ErrPeerBytes = errors.New("peer sent more than allowed on its streams")
 )
 
 // Options tune a Session; the zero value is the defaults.

@@ -23,6 +23,14 @@ const (
 // control stream, is in. The relay accepts streams on lane 0 only, so a
 // stream opened on another lane is refused whatever the limit.
 //
+// It also bounds the bytes the node sends on the streams it opens, over the
+// session's life (limitBytes): the relay reads the control stream only up
+// to the hello, and yamux grants a stream the whole StreamWindow (4 MiB)
+// when it is accepted, so a node welcomed could otherwise park 4 MiB there
+// for the session's life. yamux's window is per session: a smaller one for
+// the control stream alone would need a lane of its own, and the streams
+// the relay opens another, a second lane for every idle playnode.
+//
 // It only reads: the bytes pass to yamux unchanged, and Read fails, for
 // good, at the chunk holding the offending header; the session dies of it.
 // Read is called by the lane's yamux receive loop only, so the parser needs
@@ -31,6 +39,12 @@ type peerStreamGate struct {
 	lane   int32
 	limit  int           // streams the peer may open on the session; 0: no limit
 	opened *atomic.Int32 // streams the peer opened on the session
+	// limitBytes bounds the data the peer sends on the streams it opened
+	// (odd ids: the node is yamux's client), sent counts it; 0: no limit.
+	// Only lane 0 carries such streams (admit; yamux discards data for a
+	// stream it does not know), so lane 0's count is the session's.
+	limitBytes int64
+	sent       int64
 	// refused, the session's, is set at the refusal: it quiets yamux's
 	// log lines about the end (yamuxLogger). Nil in tests.
 	refused *atomic.Bool
@@ -64,18 +78,37 @@ func (g *peerStreamGate) scan(p []byte) error {
 		}
 		g.hn = 0
 		typ, flags := g.hdr[1], binary.BigEndian.Uint16(g.hdr[2:])
+		id := binary.BigEndian.Uint32(g.hdr[4:])
+		var err error
+		if (typ == yamuxTypeData || typ == yamuxTypeWindowUpdate) && flags&yamuxFlagSYN != 0 {
+			err = g.admit(id)
+		}
 		if typ == yamuxTypeData {
 			g.body = binary.BigEndian.Uint32(g.hdr[8:])
-		}
-		if (typ == yamuxTypeData || typ == yamuxTypeWindowUpdate) && flags&yamuxFlagSYN != 0 {
-			if err := g.admit(binary.BigEndian.Uint32(g.hdr[4:])); err != nil {
-				g.err = err
-				if g.refused != nil {
-					g.refused.Store(true)
-				}
-				return err
+			if err == nil {
+				err = g.count(id, g.body)
 			}
 		}
+		if err != nil {
+			g.err = err
+			if g.refused != nil {
+				g.refused.Store(true)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// count adds a data frame of n bytes on stream id to what the peer sent
+// on its own streams.
+func (g *peerStreamGate) count(id, n uint32) error {
+	if g.limitBytes == 0 || id%2 == 0 {
+		return nil // no limit, or a stream the relay opened
+	}
+	g.sent += int64(n)
+	if g.sent > g.limitBytes {
+		return fmt.Errorf("%w: %d bytes on stream %d, the limit is %d", ErrPeerBytes, g.sent, id, g.limitBytes)
 	}
 	return nil
 }

@@ -32,36 +32,47 @@ var (
 		name    string
 		lane    int32
 		limit   int
+		bytes   int64 // limitBytes
 		in      []byte
-		refused bool
+		refused error // nil, ErrPeerStreams or ErrPeerBytes
 	}{
-		{"control stream", 0, 1, frames(
+		{"control stream", 0, 1, 0, frames(
 			yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 1, nil, 1<<20),
-			yamuxFrame(yamuxTypeData, 0, 1, []byte("hello"), 5)), false},
-		{"control stream opened with data", 0, 1, yamuxFrame(yamuxTypeData, yamuxFlagSYN, 1, []byte("hi"), 2), false},
-		{"second stream", 0, 1, frames(
+			yamuxFrame(yamuxTypeData, 0, 1, []byte("hello"), 5)), nil},
+		{"control stream opened with data", 0, 1, 0, yamuxFrame(yamuxTypeData, yamuxFlagSYN, 1, []byte("hi"), 2), nil},
+		{"second stream", 0, 1, 0, frames(
 			yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 1, nil, 0),
-			yamuxFrame(yamuxTypeData, yamuxFlagSYN, 3, []byte("x"), 1)), true},
-		{"SYN inside a body", 0, 1, frames(
+			yamuxFrame(yamuxTypeData, yamuxFlagSYN, 3, []byte("x"), 1)), ErrPeerStreams},
+		{"SYN inside a body", 0, 1, 0, frames(
 			yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 1, nil, 0),
 			yamuxFrame(yamuxTypeData, 0, 1, synLookalike, uint32(len(synLookalike))),
-			yamuxFrame(yamuxTypeData, 0, 1, synLookalike, uint32(len(synLookalike)))), false},
-		{"ping and go away", 0, 1, frames(
+			yamuxFrame(yamuxTypeData, 0, 1, synLookalike, uint32(len(synLookalike)))), nil},
+		{"ping and go away", 0, 1, 0, frames(
 			yamuxFrame(2, yamuxFlagSYN, 0, nil, 7),
 			yamuxFrame(2, yamuxFlagSYN, 0, nil, 8),
-			yamuxFrame(3, 0, 0, nil, 0)), false},
-		{"replies and window updates", 0, 1, frames(
+			yamuxFrame(3, 0, 0, nil, 0)), nil},
+		{"replies and window updates", 0, 1, 0, frames(
 			yamuxFrame(yamuxTypeWindowUpdate, 2, 2, nil, 0), // ACK of a relay stream
 			yamuxFrame(yamuxTypeWindowUpdate, 0, 2, nil, 1<<20),
-			yamuxFrame(yamuxTypeData, 4, 2, []byte("bye"), 3)), false},
-		{"no limit", 0, 0, frames(
+			yamuxFrame(yamuxTypeData, 4, 2, []byte("bye"), 3)), nil},
+		{"no limit", 0, 0, 0, frames(
 			yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 1, nil, 0),
 			yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 3, nil, 0),
-			yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 5, nil, 0)), false},
-		{"stream on another lane", 1, 0, yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 1, nil, 0), true},
-		{"relay streams on another lane", 1, 1, frames(
+			yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 5, nil, 0)), nil},
+		{"stream on another lane", 1, 0, 0, yamuxFrame(yamuxTypeWindowUpdate, yamuxFlagSYN, 1, nil, 0), ErrPeerStreams},
+		{"relay streams on another lane", 1, 1, 0, frames(
 			yamuxFrame(yamuxTypeWindowUpdate, 2, 2, nil, 0),
-			yamuxFrame(yamuxTypeData, 0, 2, []byte("data"), 4)), false},
+			yamuxFrame(yamuxTypeData, 0, 2, []byte("data"), 4)), nil},
+		{"control stream within its bytes", 0, 1, 7, frames(
+			yamuxFrame(yamuxTypeData, yamuxFlagSYN, 1, []byte("hel"), 3),
+			yamuxFrame(yamuxTypeWindowUpdate, 0, 1, nil, 1<<20), // not data
+			yamuxFrame(yamuxTypeData, 0, 1, []byte("lo!!"), 4),
+			yamuxFrame(yamuxTypeData, 0, 2, []byte("relay stream"), 12)), nil},
+		{"control stream past its bytes", 0, 1, 7, frames(
+			yamuxFrame(yamuxTypeData, yamuxFlagSYN, 1, []byte("hel"), 3),
+			yamuxFrame(yamuxTypeData, 0, 1, []byte("lo!!!"), 5)), ErrPeerBytes},
+		{"bytes past the limit in one frame", 0, 1, 7, yamuxFrame(yamuxTypeData, 0, 1, []byte("01234567"), 8), ErrPeerBytes},
+		{"length claimed past the limit", 0, 1, 7, yamuxFrame(yamuxTypeData, 0, 1, nil, 1<<30), ErrPeerBytes},
 	}
 )
 
@@ -72,15 +83,15 @@ func TestPeerStreamGate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for cut := range len(tc.in) + 1 {
 				var opened atomic.Int32
-				g := &peerStreamGate{lane: tc.lane, limit: tc.limit, opened: &opened}
+				g := &peerStreamGate{lane: tc.lane, limit: tc.limit, limitBytes: tc.bytes, opened: &opened}
 				err := g.scan(tc.in[:cut])
 				if err == nil {
 					err = g.scan(tc.in[cut:])
 				}
-				if refused := errors.Is(err, ErrPeerStreams); refused != tc.refused || err != nil && !refused {
-					t.Fatalf("cut at %d: got %v, want refused %v", cut, err, tc.refused)
+				if tc.refused == nil && err != nil || tc.refused != nil && !errors.Is(err, tc.refused) {
+					t.Fatalf("cut at %d: got %v, want %v", cut, err, tc.refused)
 				}
-				if err != nil && !errors.Is(g.scan(nil), ErrPeerStreams) {
+				if err != nil && !errors.Is(g.scan(nil), tc.refused) {
 					t.Fatalf("cut at %d: the gate opened again after refusing", cut)
 				}
 			}
@@ -101,8 +112,8 @@ func FuzzPeerStreamGate(f *testing.F) {
 		}
 		c := min(int(cut), len(in))
 		var o1, o2 atomic.Int32
-		whole := (&peerStreamGate{lane: lane, limit: 1, opened: &o1}).scan(in)
-		g := &peerStreamGate{lane: lane, limit: 1, opened: &o2}
+		whole := (&peerStreamGate{lane: lane, limit: 1, limitBytes: 64, opened: &o1}).scan(in)
+		g := &peerStreamGate{lane: lane, limit: 1, limitBytes: 64, opened: &o2}
 		split := g.scan(in[:c])
 		if split == nil {
 			split = g.scan(in[c:])

@@ -45,6 +45,14 @@ type SSHServerConfig struct {
 	// mux channel but the first are refused whatever the limit: the relay
 	// never accepts them.
 	MaxPeerStreams int
+	// MaxPeerBytes bounds the bytes the node may send, over the session's
+	// life, on the streams it opens, when their number is bounded (the
+	// stream limit is not 0): the relay reads the control stream only up to
+	// the hello, and yamux would let the node park a whole StreamWindow
+	// there. The byte past it ends the session (Err matches ErrPeerBytes)
+	// before yamux holds it. 0 means no limit; a peer without a stream
+	// limit (the mesh) has none either.
+	MaxPeerBytes int64
 	// PeerStreams, when set, replaces MaxPeerStreams for the peer that
 	// authenticated, by the name Authorize gave it: the relay lets another
 	// relay of its cluster (the mesh) open as many as it forwards.
@@ -156,9 +164,12 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		wg.Wait()
 		return nil, Peer{}, fmt.Errorf("accept ssh from %s: authenticated without a key", remote)
 	}
-	limit := cfg.MaxPeerStreams
+	limit := peerLimits{streams: cfg.MaxPeerStreams}
 	if cfg.PeerStreams != nil {
-		limit = cfg.PeerStreams(res.playnode)
+		limit.streams = cfg.PeerStreams(res.playnode)
+	}
+	if limit.streams > 0 {
+		limit.bytes = cfg.MaxPeerBytes
 	}
 	s, err := newSSHSession(sc, ac, pace, ch, true, limit, opts, &wg)
 	if err != nil {

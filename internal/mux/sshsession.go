@@ -38,9 +38,9 @@ type sshSession struct {
 	cfg    *yamux.Config
 	log    *slog.Logger
 
-	// peerStreams and peerOpened bound the streams the node opens, relay
-	// side (sshgate.go): SSHServerConfig.MaxPeerStreams, 0 for no limit.
-	peerStreams int
+	// peerLimit and peerOpened bound the streams the node opens and what
+	// it sends on them, relay side (sshgate.go).
+	peerLimit   peerLimits
 	peerOpened  atomic.Int32
 	peerRefused atomic.Bool // the node opened one too many: yamux's lines go to Debug
 
@@ -64,6 +64,13 @@ type sshSession struct {
 	cancel       context.CancelFunc
 }
 
+// peerLimits bound what the node opens, relay side: SSHServerConfig's
+// MaxPeerStreams and MaxPeerBytes, 0 for no limit.
+type peerLimits struct {
+	streams int
+	bytes   int64
+}
+
 // lane is one mux channel and its yamux session.
 type lane struct {
 	idx    int32
@@ -84,7 +91,7 @@ type acceptedStream struct {
 // liveness watchdog on ac, the connection under conn. wg already tracks the
 // goroutines serving conn; the session owns it from here and waits for it in
 // Close.
-func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, peerStreams int, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
+func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, peerLimit peerLimits, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
 	s := &sshSession{
 		conn:    conn,
 		server:  server,
@@ -93,7 +100,7 @@ func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel,
 		wg:      wg,
 		pace:    pace,
 	}
-	s.peerStreams = peerStreams // before addLane, which reads it
+	s.peerLimit = peerLimit // before addLane, which reads it
 	s.cfg = yamuxConfig(opts, server, &s.peerRefused)
 	s.firstDead.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -124,7 +131,7 @@ func (s *sshSession) addLane(ch ssh.Channel) (*lane, error) {
 	}
 	cc := newChannelConn(ch, s.conn, s.pace, &l.carried, func() { s.firstDead.CompareAndSwap(-1, l.idx) })
 	if s.server {
-		cc.gate = &peerStreamGate{lane: l.idx, limit: s.peerStreams, opened: &s.peerOpened, refused: &s.peerRefused}
+		cc.gate = &peerStreamGate{lane: l.idx, limit: s.peerLimit.streams, limitBytes: s.peerLimit.bytes, opened: &s.peerOpened, refused: &s.peerRefused}
 	}
 	ymx, err := open(cc, s.cfg)
 	if err != nil {

@@ -42,11 +42,12 @@ func fillWindow(t *testing.T, st mux.Stream) int64 {
 }
 
 // TestControlStreamWindow pins what a node can park on its control stream,
-// which the relay reads only up to the hello: yamux announces the whole
-// MaxStreamWindowSize as soon as a stream is accepted (the window update
-// sent with the ACK), not the 256 KiB it starts from, so the node can send
-// the relay's full stream window, and not a byte more, without the relay
-// reading.
+// which the relay reads only up to the hello, when the relay sets no
+// MaxPeerBytes: yamux announces the whole MaxStreamWindowSize as soon as a
+// stream is accepted (the window update sent with the ACK), not the 256 KiB
+// it starts from, so the node can send the relay's full stream window, and
+// not a byte more, without the relay reading. The relay sets MaxPeerBytes
+// because of it (TestControlStreamBudget).
 func TestControlStreamWindow(t *testing.T) {
 	e := newSSHEnv(t)
 	node, relay, _ := e.pair(t, e.ln.Addr().String())
@@ -66,6 +67,65 @@ func TestControlStreamWindow(t *testing.T) {
 	}
 	if sent != relayWindow-1 { // muxtest.Open sent one byte, which the relay read
 		t.Errorf("the node parked %d bytes on a control stream the relay does not read, want the relay's stream window, %d", sent, relayWindow)
+	}
+}
+
+// TestControlStreamBudget: with the relay's settings a node may send 256
+// KiB on its control stream over the session's life, which the relay's
+// yamux takes whole, and the byte past it ends the session (ErrPeerBytes)
+// before the relay's yamux holds it; the relay's own streams are not
+// counted.
+func TestControlStreamBudget(t *testing.T) {
+	const budget = 256 << 10
+	e := newSSHEnv(t)
+	e.server.MaxPeerStreams, e.server.MaxPeerBytes = 1, budget
+	node, relay, _ := e.pair(t, e.ln.Addr().String())
+	ctrl, accepted := muxtest.Open(t, node, relay) // one byte, read
+	fwd, fwdAccepted := muxtest.Open(t, relay, node)
+	if _, err := fwdAccepted.Write(make([]byte, 2*budget)); err != nil { // a service answering
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(fwd, make([]byte, 2*budget)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctrl.Write(make([]byte, budget-1)); err != nil {
+		t.Fatal(err)
+	}
+	accepted.SetReadDeadline(time.Now().Add(muxtest.Timeout))
+	if _, err := io.ReadFull(accepted, make([]byte, budget-1)); err != nil {
+		t.Fatalf("read the control stream's %d bytes: %v", budget, err)
+	}
+	if err := relay.Err(); err != nil {
+		t.Fatalf("relay session after %d bytes on the control stream: %v, want it alive", budget, err)
+	}
+	ctrl.Write([]byte{1}) // may fail: the relay hangs up
+	muxtest.WaitDone(t, relay)
+	if err := relay.Err(); !errors.Is(err, mux.ErrPeerBytes) {
+		t.Errorf("relay session ended with %v, want ErrPeerBytes", err)
+	}
+	if n, err := accepted.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("read past the budget: %d bytes, %v; want none and the session's error", n, err)
+	}
+}
+
+// TestPeerBytesNeedStreamLimit: a peer without a stream limit (the relay
+// mesh, PeerStreams 0) forwards data on the streams it opens, so
+// MaxPeerBytes does not apply to it.
+func TestPeerBytesNeedStreamLimit(t *testing.T) {
+	e := newSSHEnv(t)
+	e.server.MaxPeerStreams, e.server.MaxPeerBytes = 1, 1024
+	e.server.PeerStreams = func(string) int { return 0 }
+	node, relay, _ := e.pair(t, e.ln.Addr().String())
+	st, accepted := muxtest.Open(t, node, relay)
+	if _, err := st.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	accepted.SetReadDeadline(time.Now().Add(muxtest.Timeout))
+	if _, err := io.ReadFull(accepted, make([]byte, 64<<10)); err != nil {
+		t.Fatalf("read 64 KiB from a peer without a stream limit: %v", err)
+	}
+	if err := relay.Err(); err != nil {
+		t.Errorf("relay session: %v, want it alive", err)
 	}
 }
 

@@ -101,7 +101,8 @@ func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn, deadline time.Time
 		HostKey:          r.hostKey,
 		Authorize:        r.authorize,
 		HandshakeTimeout: r.cfg.HandshakeTimeout,
-		MaxPeerStreams:   1, // the control stream: a node opens no other
+		MaxPeerStreams:   1,         // the control stream: a node opens no other
+		MaxPeerBytes:     256 << 10, // and sends on it an Enroll and a Hello, 64 KiB each at most
 		PeerStreams:      peerStreams,
 		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
 	})

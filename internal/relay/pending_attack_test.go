@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"runtime"
@@ -154,4 +155,177 @@ func rss(t *testing.T) int64 {
 	}
 	t.Fatal("no VmRSS in /proc/self/status")
 	return 0
+}
+
+// parkOnControlStream is the attack of an authorized node on the relay's
+// memory through its control stream: it sends a valid hello, so that the
+// relay welcomes it and stops reading, and then as much more as the relay
+// lets it, in writes of Splice's size, each given a second. It returns
+// the bytes its writes took after the hello: over SSH more than reach the
+// relay's yamux when the relay hangs up meanwhile.
+func parkOnControlStream(t *testing.T, sess mux.Session, hello *proto.Hello) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ctrl, err := sess.OpenStream(ctx)
+	if err != nil {
+		t.Errorf("open control stream: %v", err)
+		return 0
+	}
+	if err := proto.WriteMessage(ctrl, hello); err != nil {
+		t.Errorf("send hello: %v", err)
+		return 0
+	}
+	chunk := make([]byte, 32<<10)
+	var sent int64
+	for range 8 << 20 / len(chunk) {
+		ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+		n, err := ctrl.Write(chunk)
+		sent += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	return sent
+}
+
+// TestControlStreamParking: authorized nodes say hello, are welcomed, and
+// then fill the control stream, which the relay no longer reads. Over SSH
+// a node may send 256 KiB in all on its control stream (an Enroll and a
+// Hello take at most 128 KiB) and the relay ends the session past that
+// (mux's MaxPeerBytes); over QUIC what it parks is bounded by quic-go's
+// stream receive window, 512 KiB, which grows only as the relay reads.
+// Before the budget an SSH node parked the relay's whole 4 MiB stream
+// window there: 4.3 MiB of heap per node. Heap is the test process's,
+// attackers included.
+func TestControlStreamParking(t *testing.T) {
+	const keys = 8
+	forEachTransport(t, func(t *testing.T, tr string) {
+		cfg := relayConfig(t)
+		var thieves []string
+		for i := range keys {
+			k, _ := authorize(t, cfg, fmt.Sprintf("parker-%d", i))
+			thieves = append(thieves, k)
+		}
+		honest, _ := authorize(t, cfg, "honest")
+		r := startRelay(t, cfg, tr)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+
+		baseHeap, baseRSS := liveHeap(), rss(t)
+		sessions := make([]mux.Session, keys)
+		t.Cleanup(func() {
+			for _, s := range sessions {
+				s.Close()
+			}
+		})
+		sent := make([]int64, keys)
+		var wg sync.WaitGroup
+		for i, k := range thieves {
+			name := fmt.Sprintf("parker-%d", i)
+			sessions[i] = rawDial(ctx, t, r, k, name)
+			wg.Go(func() { sent[i] = parkOnControlStream(t, sessions[i], helloWith(name, "svc", 1)) })
+		}
+		wg.Wait()
+		heap, grownRSS := min(liveHeap(), liveHeap())-baseHeap, rss(t)-baseRSS
+		var most int64
+		ended := 0
+		for i, s := range sessions {
+			most = max(most, sent[i])
+			select {
+			case <-s.Done():
+				ended++
+			default:
+			}
+		}
+		t.Logf("%s: %d welcomed nodes filling their control streams: at most %d KiB written after the hello, %d sessions ended; heap grew %d KiB (%d KiB per node), RSS %d KiB",
+			tr, keys, most>>10, ended, heap>>10, heap/keys>>10, grownRSS>>10)
+		switch tr {
+		case node.TransportSSH:
+			// What the relay's yamux takes before it hangs up is pinned
+			// by mux's TestControlStreamBudget.
+			for i, s := range sessions {
+				select {
+				case <-s.Done():
+				case <-ctx.Done():
+					t.Fatalf("parker-%d wrote %d bytes on its control stream and is still connected, want the relay to end the session past 256 KiB", i, sent[i])
+				}
+			}
+			if heap > keys*(1<<20) {
+				t.Errorf("heap grew by %d bytes for %d nodes, want at most %d", heap, keys, keys*(1<<20))
+			}
+		case node.TransportQUIC:
+			const window = 512 << 10
+			if most > window {
+				t.Errorf("a node sent %d bytes on its control stream after its hello, want at most quic-go's window, %d", most, window)
+			}
+			if heap > keys*(2<<20) {
+				t.Errorf("heap grew by %d bytes for %d nodes, want at most %d", heap, keys, keys*(2<<20))
+			}
+		}
+		if m := rawHello(t, r, honest, helloWith("honest", "svc", 1)); m.(*proto.Welcome) == nil {
+			t.Fatalf("another playnode during the attack: %#v, want a welcome", m)
+		}
+	})
+}
+
+// TestPendingControlStream: authorized connections that never say hello
+// and fill their control streams as far as they can. The relay reads the
+// control stream until it holds one whole message, so all a pending
+// connection can make it hold is the message it announces, at most
+// proto.MaxMessageSize: a header announcing that much, then a byte less
+// (one byte more would complete the message, which the relay would decode
+// and refuse). Over SSH and QUIC alike the relay holds 64 KiB more per
+// such connection until its handshake deadline, whatever the windows:
+// heap 457 KiB per SSH connection and 156-165 KiB per QUIC one, both ends
+// in process, before and after MaxPeerBytes.
+func TestPendingControlStream(t *testing.T) {
+	const keys = 8
+	forEachTransport(t, func(t *testing.T, tr string) {
+		cfg := relayConfig(t)
+		cfg.HandshakeTimeout = time.Minute // the attack is measured while it is pending
+		var thieves []string
+		for i := range keys {
+			k, _ := authorize(t, cfg, fmt.Sprintf("staller-%d", i))
+			thieves = append(thieves, k)
+		}
+		r := startRelay(t, cfg, tr)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+
+		baseHeap, baseRSS := liveHeap(), rss(t)
+		sessions := make([]mux.Session, keys)
+		t.Cleanup(func() {
+			for _, s := range sessions {
+				s.Close()
+			}
+		})
+		frame := make([]byte, 5+proto.MaxMessageSize-1)
+		frame[0] = byte(proto.TypeHello)
+		binary.BigEndian.PutUint32(frame[1:5], proto.MaxMessageSize)
+		for i, k := range thieves {
+			sessions[i] = rawDial(ctx, t, r, k, fmt.Sprintf("staller-%d", i))
+			ctrl, err := sessions[i].OpenStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ctrl.Write(frame); err != nil {
+				t.Fatalf("staller-%d: %v", i, err)
+			}
+		}
+		// Each frame fits the window a stream starts with, so the writes
+		// returned once it was handed to the transport; on loopback it is
+		// in the relay (in its message buffer, or yamux's or quic-go's)
+		// well before the collections are done.
+		heap, grownRSS := min(liveHeap(), liveHeap())-baseHeap, rss(t)-baseRSS
+		t.Logf("%s: %d pending connections, each holding an unfinished 64 KiB hello: heap grew %d KiB (%d KiB per connection), RSS %d KiB",
+			tr, keys, heap>>10, heap/keys>>10, grownRSS>>10)
+		for i, s := range sessions {
+			if err := s.Err(); err != nil {
+				t.Errorf("staller-%d: %v, want it pending", i, err)
+			}
+		}
+		if heap > keys*(1<<20) {
+			t.Errorf("heap grew by %d bytes for %d pending connections, want at most %d", heap, keys, keys*(1<<20))
+		}
+	})
 }
