@@ -148,6 +148,14 @@ func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 		return false, err
 	}
 	cancel()
+	// Start-up is over: give back the executable's pages it mapped
+	// (release_linux.go). Again after each reconnect, which maps the
+	// handshake's code again.
+	if released, err := releaseExecutablePages(); err != nil {
+		n.log.Debug("release executable pages", "err", err)
+	} else {
+		n.log.Debug("released executable pages", "bytes", released)
+	}
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
