@@ -29,6 +29,7 @@ type Node struct {
 	quicKey  ed25519.PrivateKey // nil when the transport is ssh
 	chooser  transportChooser
 	streams  *streamLimit
+	trim     *trimmer
 }
 
 // New validates cfg and loads the node's key.
@@ -58,6 +59,7 @@ func New(cfg Config) (*Node, error) {
 		fmt.Sscan(port, &p)
 		n.hello.Services = append(n.hello.Services, proto.Service{Name: s.Name, Port: p})
 	}
+	n.trim = newTrimmer(n.streams, n.log)
 	if err := n.hello.Validate(); err != nil {
 		return nil, err
 	}
@@ -79,6 +81,12 @@ func (n *Node) Run(ctx context.Context) error {
 	// retries are quick (an authorize typed just after the node started
 	// takes effect at once), later ones minutes apart.
 	refused := backoff{max: n.cfg.RefusedRetry}
+	// The trimmer (trim.go) lives as long as Run.
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { n.trim.run(ctx) })
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		welcomed, err := n.connect(ctx)
@@ -148,14 +156,9 @@ func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 		return false, err
 	}
 	cancel()
-	// Start-up is over: give back the executable's pages it mapped
-	// (release_linux.go). Again after each reconnect, which maps the
-	// handshake's code again.
-	if released, err := releaseExecutablePages(); err != nil {
-		n.log.Debug("release executable pages", "err", err)
-	} else {
-		n.log.Debug("released executable pages", "bytes", released)
-	}
+	// Start-up and the handshake are over: their pages of the executable
+	// can go (trim.go).
+	n.trim.sessionUp()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()

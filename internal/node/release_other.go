@@ -2,5 +2,5 @@
 
 package node
 
-// releaseExecutablePages does nothing outside Linux.
-func releaseExecutablePages() (int, error) { return 0, nil }
+// releaseExecutablePagesPaced does nothing outside Linux.
+func releaseExecutablePagesPaced() (int, error) { return 0, nil }
