@@ -3,9 +3,8 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -46,12 +45,17 @@ func releaseExecutablePages() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	smaps, err := os.ReadFile("/proc/self/smaps")
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return 0, err
+	}
+	ranges, err := readOnlyFileRanges(f, exe)
+	f.Close()
 	if err != nil {
 		return 0, err
 	}
 	released := 0
-	for _, r := range readOnlyFileRanges(smaps, exe) {
+	for _, r := range ranges {
 		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, r[0], r[1]-r[0], syscall.MADV_DONTNEED); e != 0 {
 			return released, e
 		}
@@ -61,45 +65,81 @@ func releaseExecutablePages() (int, error) {
 }
 
 // readOnlyFileRanges lists the [start, end) address ranges of the private,
-// non-writable mappings of file in the /proc/PID/smaps text. A mapping that
-// holds anonymous pages (a private copy: relocations written before the
-// range was made read-only, as in a position-independent executable) is left
-// out, since dropping its pages would lose what was written; so is every
-// mapping that is or was writable by its permissions.
-func readOnlyFileRanges(smaps []byte, file string) [][2]uintptr {
+// non-writable mappings of file in /proc/PID/smaps. A mapping that holds
+// anonymous pages (a private copy: relocations written before the range was
+// made read-only, as in a position-independent executable) is left out,
+// since dropping its pages would lose what was written; so is every mapping
+// that is writable. It reads line by line without allocating per line: the
+// idle node calls it, and its garbage would wait minutes for a collection.
+func readOnlyFileRanges(smaps io.Reader, file string) ([][2]uintptr, error) {
 	var out [][2]uintptr
 	keep := false // whether the mapping being read qualifies so far
 	var cur [2]uintptr
-	flush := func() {
-		if keep {
-			out = append(out, cur)
-		}
-		keep = false
-	}
-	sc := bufio.NewScanner(bytes.NewReader(smaps))
+	sc := bufio.NewScanner(smaps)
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
+		line := sc.Bytes()
+		if len(line) == 0 {
 			continue
 		}
-		if lo, hi, ok := strings.Cut(f[0], "-"); ok && !strings.HasSuffix(f[0], ":") {
-			// A mapping's header: START-END PERMS OFFSET DEV INODE [PATH].
-			flush()
-			start, err1 := strconv.ParseUint(lo, 16, 64)
-			end, err2 := strconv.ParseUint(hi, 16, 64)
-			perms := ""
-			if len(f) > 1 {
-				perms = f[1]
+		if c := line[0]; '0' <= c && c <= '9' || 'a' <= c && c <= 'f' {
+			// A mapping's header: START-END PERMS OFFSET DEV INODE [PATH];
+			// the other lines start with a capitalised key.
+			if keep {
+				out = append(out, cur)
 			}
-			keep = err1 == nil && err2 == nil && end > start && len(f) > 5 &&
-				strings.Join(f[5:], " ") == file && len(perms) == 4 && perms[1] == '-' && perms[3] == 'p'
+			keep = false
+			var addrs, perms []byte
+			addrs, line = nextField(line)
+			perms, line = nextField(line)
+			for range 3 { // offset, device, inode
+				_, line = nextField(line)
+			}
+			lo, hi, ok := bytes.Cut(addrs, []byte("-"))
+			start, ok1 := parseHex(lo)
+			end, ok2 := parseHex(hi)
+			keep = ok && ok1 && ok2 && end > start &&
+				len(perms) == 4 && perms[1] == '-' && perms[3] == 'p' &&
+				string(bytes.TrimSpace(line)) == file
 			cur = [2]uintptr{uintptr(start), uintptr(end)}
 			continue
 		}
-		if f[0] == "Anonymous:" && len(f) > 1 && f[1] != "0" {
-			keep = false
+		if rest, ok := bytes.CutPrefix(line, []byte("Anonymous:")); ok {
+			if n, _ := nextField(rest); string(n) != "0" {
+				keep = false
+			}
 		}
 	}
-	flush()
-	return out
+	if keep {
+		out = append(out, cur)
+	}
+	return out, sc.Err()
+}
+
+// parseHex parses a hexadecimal address.
+func parseHex(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 16 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint64(c)
+	}
+	return v, true
+}
+
+// nextField splits the first space-separated field off b.
+func nextField(b []byte) (field, rest []byte) {
+	b = bytes.TrimLeft(b, " \t")
+	if i := bytes.IndexAny(b, " \t"); i >= 0 {
+		return b[:i], b[i:]
+	}
+	return b, nil
 }
