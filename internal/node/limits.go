@@ -113,7 +113,6 @@ func FormatSize(n int64) string {
 type streamLimit struct {
 	max    int64
 	active atomic.Int64
-	served atomic.Int64 // streams that took a slot and ended
 
 	mu         sync.Mutex
 	nextWarn   time.Time // guarded by mu
@@ -130,10 +129,7 @@ func (l *streamLimit) acquire() bool {
 	return true
 }
 
-func (l *streamLimit) release() {
-	l.served.Add(1)
-	l.active.Add(-1)
-}
+func (l *streamLimit) release() { l.active.Add(-1) }
 
 // refused counts one refusal and says whether to log now, and how many
 // refusals the line covers.

@@ -81,12 +81,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// retries are quick (an authorize typed just after the node started
 	// takes effect at once), later ones minutes apart.
 	refused := backoff{max: n.cfg.RefusedRetry}
-	// The trimmer (trim.go) lives as long as Run.
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() { n.trim.run(ctx) })
+	defer n.trim.stop() // trim.go
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		welcomed, err := n.connect(ctx)
@@ -293,6 +288,7 @@ func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 		st.Close()
 		return
 	}
+	defer n.trim.streamEnded()
 	defer n.streams.release()
 	svc, ok := n.services[name]
 	if !ok {
