@@ -2,6 +2,7 @@ package node
 
 import (
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,14 +16,14 @@ func TestTrimmer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		streams := &streamLimit{max: 4}
 		tr := newTrimmer(streams, slog.New(slog.DiscardHandler))
-		releases := 0
-		tr.release = func() (int, error) { releases++; return 4096, nil }
-		step := func(what string, d time.Duration, want int) {
+		var releases atomic.Int32 // the timer's goroutine writes it
+		tr.release = func() (int, error) { releases.Add(1); return 4096, nil }
+		step := func(what string, d time.Duration, want int32) {
 			t.Helper()
 			time.Sleep(d)
 			synctest.Wait()
-			if releases != want {
-				t.Fatalf("%s: %d releases, want %d", what, releases, want)
+			if got := releases.Load(); got != want {
+				t.Fatalf("%s: %d releases, want %d", what, got, want)
 			}
 		}
 		open := func() {
