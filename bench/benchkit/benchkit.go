@@ -87,6 +87,27 @@ func BuildBinaries(ctx context.Context, dir string) (relayBin, nodeBin string, e
 	return relayBin, nodeBin, nil
 }
 
+// ReleaseBuildFlags are the `go build` flags of README's release build (with
+// CGO_ENABLED=0): no build paths, no man-page generator, no symbol table or
+// debug information.
+var ReleaseBuildFlags = []string{"-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w"}
+
+// BuildRelease builds pkg (e.g. ./cmd/node) of this module as README's
+// release build does, for this machine, into out.
+func BuildRelease(ctx context.Context, pkg, out string) error {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	c := Command(ctx, "go", append(append([]string{"build"}, ReleaseBuildFlags...), "-o", out, pkg)...)
+	c.Dir = root
+	c.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+	}
+	return nil
+}
+
 // ModuleRoot is the folder of the paradigm module the command runs in.
 func ModuleRoot(ctx context.Context) (string, error) {
 	out, err := Command(ctx, "go", "env", "GOMOD").Output()

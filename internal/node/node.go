@@ -34,6 +34,7 @@ type Node struct {
 	// attempted, when set (by tests), is called with each candidate
 	// before Run tries it.
 	attempted func(candidate)
+	trim      *trimmer // trim.go
 }
 
 // New validates cfg and loads the node's key.
@@ -63,6 +64,7 @@ func New(cfg Config) (*Node, error) {
 		fmt.Sscan(port, &p)
 		n.hello.Services = append(n.hello.Services, proto.Service{Name: s.Name, Port: p})
 	}
+	n.trim = newTrimmer(n.streams, n.log)
 	if err := n.hello.Validate(); err != nil {
 		return nil, err
 	}
@@ -85,6 +87,7 @@ func (n *Node) Run(ctx context.Context) error {
 	rot := newRotation(n.cfg.BackoffMax, n.cfg.RefusedRetry)
 	var last candidate // the relay of the last session, for the move line
 	var lastErr error
+	defer n.trim.stop() // trim.go
 	for attempt := 1; ; attempt++ {
 		cands := n.candidates(ctx)
 		i := rot.pick(cands)
@@ -203,6 +206,9 @@ func (n *Node) connect(ctx context.Context, c candidate, index int, onWelcome fu
 	}
 	cancel()
 	onWelcome()
+	// Start-up and the handshake are over: their pages of the executable
+	// can go (trim.go).
+	n.trim.sessionUp()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -353,6 +359,7 @@ func (n *Node) serveStream(ctx context.Context, st mux.Stream) {
 		st.Close()
 		return
 	}
+	defer n.trim.streamEnded()
 	defer n.streams.release()
 	svc, ok := n.services[name]
 	if !ok {

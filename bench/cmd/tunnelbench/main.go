@@ -56,7 +56,24 @@ func main() {
 	nodes := flag.Int("nodes", 0, "simulated playnodes for the per-node memory figure (default 10000, quick 1000; 0 keeps the default, -1 skips)")
 	flag.BoolVar(&s.profile, "profile", true, "perf-record relay and node during an extra 1-stream run (needs perf)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the temporary folder (logs, configs)")
+	var is idleSettings
+	flag.IntVar(&is.rounds, "idle-rss", 0, "measure only the device side's idle memory (OpenSSH client, paradigm-node over SSH and QUIC), this many rounds")
+	flag.DurationVar(&is.hold, "idle-hold", 40*time.Second, "with -idle-rss: how long each round idles (read at 15 s and at the end)")
+	flag.StringVar(&is.baseline, "baseline-node", "", "with -idle-rss: another paradigm-node executable (e.g. built from an older commit) measured as one more column")
 	flag.Parse()
+	if is.rounds > 0 {
+		if is.hold < idleEarly {
+			fmt.Fprintf(os.Stderr, "tunnelbench: -idle-hold %v is shorter than the %v of the first reading\n", is.hold, idleEarly)
+			os.Exit(2)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := runIdleRSS(ctx, &s, is); err != nil {
+			fmt.Fprintln(os.Stderr, "tunnelbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	s.iperfSecs, s.rttN, s.connN, s.holdN, s.nodesN, s.delay, s.delayBoth = 5, 5000, 500, 1000, 10000, 25*time.Millisecond, true
 	s.settle = 2 * time.Second
 	if s.quick {

@@ -212,6 +212,28 @@ type paradigmKey struct {
 // and the node dials it with --transport quic (through the UDP delay proxy
 // when delay > 0).
 func startParadigm(ctx context.Context, s *settings, name string, delay time.Duration, quic bool) (*tunnel, error) {
+	return startParadigmWith(ctx, s, paradigmRun{name: name, delay: delay, quic: quic})
+}
+
+// paradigmRun is one paradigm configuration to start.
+type paradigmRun struct {
+	name  string
+	delay time.Duration
+	quic  bool
+	// idle starts both ends with their defaults, as an operator would for
+	// the idle memory figure: no lifted stream limits, admin endpoint off
+	// (several relays run at once).
+	idle    bool
+	nodeBin string // the node executable; "" is s.nodeBin
+	ports   string // the portalias range; "" picks one by delay and quic
+}
+
+func startParadigmWith(ctx context.Context, s *settings, pr paradigmRun) (*tunnel, error) {
+	name, delay, quic := pr.name, pr.delay, pr.quic
+	nodeBin := pr.nodeBin
+	if nodeBin == "" {
+		nodeBin = s.nodeBin
+	}
 	dir, err := os.MkdirTemp(s.tmp, "paradigm-")
 	if err != nil {
 		return nil, err
@@ -222,7 +244,7 @@ func startParadigm(ctx context.Context, s *settings, name string, delay time.Dur
 		return nil, err
 	}
 	key := filepath.Join(dir, "node.key")
-	pub, err := cliOutput(ctx, s.nodeBin, "keygen", "--key", key)
+	pub, err := cliOutput(ctx, nodeBin, "keygen", "--key", key)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +259,10 @@ func startParadigm(ctx context.Context, s *settings, name string, delay time.Dur
 			return nil, err
 		}
 		relayAddr = fmt.Sprintf("127.0.0.1:%d", port)
-		ports := paradigmRanges[paradigmKey{delay, quic}]
+		ports := pr.ports
+		if ports == "" {
+			ports = paradigmRanges[paradigmKey{delay, quic}]
+		}
 		if ports == "" {
 			ports = "20200-20299"
 		}
@@ -245,6 +270,9 @@ func startParadigm(ctx context.Context, s *settings, name string, delay time.Dur
 		// portalias: lift the relay's per-portalias and per-node limits.
 		args := []string{"--log-level", "warn", "serve", "--data", data, "--listen", relayAddr, "--ports", ports,
 			"--max-streams-per-portalias", "4096", "--max-streams-per-node", "4096"}
+		if pr.idle {
+			args = []string{"--log-level", "warn", "serve", "--data", data, "--listen", relayAddr, "--ports", ports, "--admin", ""}
+		}
 		if quic {
 			args = append(args, "--quic-listen", relayAddr)
 		}
@@ -282,11 +310,14 @@ func startParadigm(ctx context.Context, s *settings, name string, delay time.Dur
 	if quic {
 		transport = "quic"
 	}
-	t.client = command(ctx, s.nodeBin, "--log-level", "warn", "run", "--relay", dialAddr, "--transport", transport, "--fingerprint", fp, "--key", key,
-		"--name", "bench", "--service", "iperf="+s.iperfAddr, "--service", "echo="+s.echoAddr, "--lock", filepath.Join(dir, "node.lock"),
+	nodeArgs := []string{"--log-level", "warn", "run", "--relay", dialAddr, "--transport", transport, "--fingerprint", fp, "--key", key,
+		"--name", "bench", "--service", "iperf=" + s.iperfAddr, "--service", "echo=" + s.echoAddr, "--lock", filepath.Join(dir, "node.lock")}
+	if !pr.idle {
 		// The idle-connections row holds 1,000 at once; 4 MiB windows as
 		// in the earlier runs, so the figures stay comparable.
-		"--max-streams", "1100", "--max-buffer", "8800MiB")
+		nodeArgs = append(nodeArgs, "--max-streams", "1100", "--max-buffer", "8800MiB")
+	}
+	t.client = command(ctx, nodeBin, nodeArgs...)
 	if err := startLogged(t.client, dir, "node"); err != nil {
 		t.stop()
 		return nil, err
