@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"paradigm/bench/benchkit"
+	"paradigm/internal/node"
+)
+
+// failoverFigures is what the kill of one relay cost its playnodes.
+type failoverFigures struct {
+	killed    string // the killed relay's name
+	victims   int    // its playnodes at the kill
+	nodeBack  []time.Duration
+	adminAll  map[string]time.Duration   // survivor -> its admin API shows every victim online elsewhere
+	echoBack  map[string][]time.Duration // survivor -> per victim: its portalias answered through it
+	landed    map[string]int             // where the victims' sessions are now, by relay name
+	missing   []string                   // what did not come back within the limit
+	otherOK   int                        // non-victim playnodes sampled after the failover that answered through every survivor
+	otherSeen int
+}
+
+// allBack is the time until the last victim answered through every
+// surviving relay; ok is false when one never did.
+func (f *failoverFigures) allBack() (time.Duration, bool) {
+	var worst time.Duration
+	for _, ds := range f.echoBack {
+		if len(ds) < f.victims {
+			return 0, false
+		}
+		worst = max(worst, ds[len(ds)-1])
+	}
+	return worst, true
+}
+
+// measureFailover kills relays[victim] with SIGKILL and times, from just
+// before the kill, until every playnode that was at home there is
+// connected elsewhere (as the nodes see it), shown online elsewhere by
+// each surviving relay's admin API, and answering a 64-byte echo through
+// its portalias on each surviving relay. Without node failover in this
+// tree the benchmark itself restarts those playnodes against the
+// survivors right after the kill (an instant, ideal failover).
+func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relayProc, victim int, nodes []*simNode, svc []node.Service) (*failoverFigures, error) {
+	killed := relays[victim]
+	var survivors []*relayProc
+	for i, r := range relays {
+		if i != victim {
+			survivors = append(survivors, r)
+		}
+	}
+	var vic []*simNode
+	for _, n := range nodes {
+		if n.currentRelay() == killed.listen {
+			vic = append(vic, n)
+		}
+	}
+	ff := &failoverFigures{killed: killed.name, victims: len(vic), adminAll: map[string]time.Duration{},
+		echoBack: map[string][]time.Duration{}, landed: map[string]int{}}
+	if len(vic) == 0 {
+		return nil, fmt.Errorf("no playnode at home on relay %s", killed.name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.failoverWait)
+	defer cancel()
+	logf("failover: kill -9 relay %s (%d playnodes at home there)", killed.name, len(vic))
+	t0 := time.Now()
+	killed.kill()
+	logf("failover: relay %s gone after %v", killed.name, time.Since(t0).Round(time.Millisecond))
+
+	var wg sync.WaitGroup
+	if !nodeFailover {
+		wg.Go(func() { moveNodes(ctx, f, vic, survivors, svc) })
+	}
+	wg.Go(func() { ff.nodeBack = watchNodes(ctx, vic, killed.listen, t0) })
+	var mu sync.Mutex // guards ff.adminAll, ff.echoBack
+	for _, r := range survivors {
+		wg.Go(func() {
+			if d, ok := watchAdmin(ctx, r, vic, killed.listen, t0); ok {
+				mu.Lock()
+				ff.adminAll[r.name] = d
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Go(func() {
+		back := echoUntilBack(ctx, vic, survivors, t0)
+		mu.Lock()
+		ff.echoBack = back
+		mu.Unlock()
+	})
+	wg.Wait()
+	for _, n := range vic {
+		name := "none"
+		for _, r := range relays {
+			if n.currentRelay() == r.listen {
+				name = r.name
+			}
+		}
+		ff.landed[name]++
+	}
+	ff.noteMissing(survivors, len(vic))
+	ff.otherOK, ff.otherSeen = sampleOthers(nodes, vic, survivors)
+	return ff, nil
+}
+
+// moveNodes restarts each victim against the survivors (alternating which
+// is first), as a node with failover would move: used only when this
+// tree's node cannot fail over by itself.
+func moveNodes(ctx context.Context, f *fleet, vic []*simNode, survivors []*relayProc, svc []node.Service) {
+	for i, n := range vic {
+		n.stop()
+		order := []string{survivors[i%2].listen, survivors[(i+1)%2].listen}
+		if err := f.run(ctx, n, order, svc); err != nil {
+			logf("failover: restart %s: %v", n.p.name, err)
+		}
+	}
+}
+
+// watchNodes polls the victims' own view every 20 ms until each is
+// connected to another relay, and returns the times, sorted.
+func watchNodes(ctx context.Context, vic []*simNode, killed string, t0 time.Time) []time.Duration {
+	back := make([]time.Duration, len(vic))
+	left := len(vic)
+	for left > 0 && ctx.Err() == nil {
+		for i, n := range vic {
+			if back[i] != 0 {
+				continue
+			}
+			if r := n.currentRelay(); r != "" && r != killed {
+				if at := time.Unix(0, n.upAt.Load()); at.After(t0) {
+					back[i] = at.Sub(t0)
+					left--
+				}
+			}
+		}
+		sleepCtx(ctx, 20*time.Millisecond)
+	}
+	return sortedNonZero(back)
+}
+
+// watchAdmin polls r's /api/v1/playnodes every 250 ms until it shows every
+// victim online on a relay other than the killed one.
+func watchAdmin(ctx context.Context, r *relayProc, vic []*simNode, killed string, t0 time.Time) (time.Duration, bool) {
+	for ctx.Err() == nil {
+		view, err := r.playnodes(ctx)
+		at := time.Since(t0)
+		if err == nil {
+			all := true
+			for _, n := range vic {
+				if home, ok := view[n.p.name]; !ok || home == killed {
+					all = false
+					break
+				}
+			}
+			if all {
+				return at, true
+			}
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
+	return 0, false
+}
+
+// echoWorkers bounds the echo probes in flight during a failover.
+const echoWorkers = 16
+
+// echoUntilBack probes every victim's portalias on every survivor with
+// one 64-byte echo until it answers (a failed probe is retried 20 ms
+// later, after the others), and returns per survivor the times of the
+// first answers, sorted.
+func echoUntilBack(ctx context.Context, vic []*simNode, survivors []*relayProc, t0 time.Time) map[string][]time.Duration {
+	type job struct {
+		n *simNode
+		r *relayProc
+	}
+	jobs := make(chan job, len(vic)*len(survivors))
+	for _, r := range survivors {
+		for _, n := range vic {
+			jobs <- job{n, r}
+		}
+	}
+	var mu sync.Mutex // guards back
+	back := map[string][]time.Duration{}
+	var left atomic.Int64
+	left.Store(int64(len(jobs)))
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range echoWorkers {
+		wg.Go(func() {
+			for {
+				var j job
+				select {
+				case <-done:
+					return
+				case <-ctx.Done():
+					return
+				case j = <-jobs:
+				}
+				if echoOnce(j.r.portalias(j.n.p.port)) != nil {
+					jobs <- j
+					sleepCtx(ctx, 20*time.Millisecond)
+					continue
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				back[j.r.name] = append(back[j.r.name], d)
+				mu.Unlock()
+				if left.Add(-1) == 0 {
+					close(done)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, ds := range back {
+		sortDurations(ds)
+	}
+	return back
+}
+
+// echoOnce dials addr and makes one 64-byte round trip.
+func echoOnce(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	msg := make([]byte, benchkit.MsgSize)
+	copy(msg, addr)
+	return benchkit.RoundTrip(c, msg, make([]byte, benchkit.MsgSize))
+}
+
+// sampleOthers checks that up to 20 playnodes that were not on the
+// killed relay still answer through every survivor.
+func sampleOthers(nodes, vic []*simNode, survivors []*relayProc) (ok, seen int) {
+	isVictim := map[*simNode]bool{}
+	for _, n := range vic {
+		isVictim[n] = true
+	}
+	step := max(len(nodes)/20, 1)
+	for i := 0; i < len(nodes); i += step {
+		if isVictim[nodes[i]] {
+			continue
+		}
+		seen++
+		good := true
+		for _, r := range survivors {
+			if echoOnce(r.portalias(nodes[i].p.port)) != nil {
+				good = false
+			}
+		}
+		if good {
+			ok++
+		}
+	}
+	return ok, seen
+}
+
+func (ff *failoverFigures) noteMissing(survivors []*relayProc, victims int) {
+	if len(ff.nodeBack) < victims {
+		ff.missing = append(ff.missing, fmt.Sprintf("%d of %d playnodes not reconnected elsewhere (node view)", victims-len(ff.nodeBack), victims))
+	}
+	for _, r := range survivors {
+		if _, ok := ff.adminAll[r.name]; !ok {
+			ff.missing = append(ff.missing, fmt.Sprintf("relay %s's admin API never showed all %d online elsewhere", r.name, victims))
+		}
+		if n := len(ff.echoBack[r.name]); n < victims {
+			ff.missing = append(ff.missing, fmt.Sprintf("%d of %d portaliases never answered through relay %s", victims-n, victims, r.name))
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

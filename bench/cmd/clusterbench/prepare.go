@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+
+	"paradigm/internal/identity"
+	"paradigm/internal/relay"
+	"paradigm/internal/store"
+	"paradigm/internal/store/etcdstore"
+)
+
+// playnode is one playnode the run authorizes: a simulated one (echo
+// only) or the measured one (echo, sink, source).
+type playnode struct {
+	name     string
+	keyFile  string
+	key      ssh.PublicKey
+	services []string
+	port     uint16 // portalias of its first service; the others follow
+}
+
+// simName names simulated playnode i; benchName is the measured one.
+func simName(i int) string { return fmt.Sprintf("sim-%05d", i) }
+
+const benchName = "meshbench"
+
+// The measured playnode's services, in portalias order.
+var benchServices = []string{"echo", "sink", "source"}
+
+// makeKeys creates the keys of n simulated playnodes and of the measured
+// one, 16 at a time, and gives each its portalias(es) from low upwards.
+func makeKeys(dir string, n int, low uint16) ([]*playnode, error) {
+	pns := make([]*playnode, n+1)
+	for i := range n {
+		pns[i] = &playnode{name: simName(i), services: []string{"echo"}, port: low + uint16(i)}
+	}
+	pns[n] = &playnode{name: benchName, services: benchServices, port: low + uint16(n)}
+	errs := make([]error, len(pns))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, p := range pns {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.keyFile = filepath.Join(dir, p.name+".key")
+			signer, err := identity.GenerateKey(p.keyFile, p.name)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			p.key = signer.PublicKey()
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return pns, nil
+}
+
+// authorizeAll binds every playnode's key in dataDir's authorized_nodes.
+// The first goes through relay.Authorize; the others are appended in the
+// same syntax in one write, because Authorize rereads and atomically
+// rewrites (with fsync) the whole file per call: O(n²) for 1,000 keys
+// (tunnelbench does the same).
+func authorizeAll(dataDir string, pns []*playnode) error {
+	path := filepath.Join(dataDir, relay.AuthorizedFile)
+	if err := relay.Authorize(path, pns[0].name, pns[0].key, pns[0].name); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, p := range pns[1:] {
+		fmt.Fprintf(w, "playnode=%q %s\n", p.name, identity.PublicLine(p.key, p.name))
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// pinPortaliases writes every playnode's portaliases into the cluster's
+// etcd store in one update, so that portalias = low + index on every
+// relay (what a cluster that has seen these playnodes before has).
+func pinPortaliases(ctx context.Context, etcdAddr, prefix string, pns []*playnode) error {
+	s, err := etcdstore.Open([]string{etcdAddr}, prefix, nil)
+	if err != nil {
+		return fmt.Errorf("open etcd store: %w", err)
+	}
+	defer s.Close()
+	_, err = s.Update(ctx, func(t *store.Table) error {
+		for _, p := range pns {
+			for k, svc := range p.services {
+				if err := t.Set(store.Assignment{Playnode: p.name, Service: svc, Portalias: p.port + uint16(k)}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("pin portaliases in etcd: %w", err)
+	}
+	return nil
+}
