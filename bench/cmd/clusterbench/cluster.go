@@ -28,8 +28,8 @@ var relayHosts = []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
 // startCluster starts etcd, authorizes every playnode's key in each
 // relay's data folder, pins the portaliases in etcd, starts the relays
 // and reads their idle RSS.
-func startCluster(ctx context.Context, s *settings, res *results) (c *cluster, err error) {
-	c = &cluster{s: s}
+func startCluster(ctx context.Context, s *settings, res *results) (_ *cluster, err error) {
+	c := &cluster{s: s}
 	defer func() {
 		if err != nil {
 			c.close()
@@ -176,7 +176,11 @@ func (c *cluster) measureHop(ctx context.Context, res *results) error {
 		}
 		paths = append(paths, path{name: name, echo: r.portalias(port), sink: r.portalias(port + 1), source: r.portalias(port + 2)})
 	}
-	h, err := measureHop(ctx, c.s, paths)
+	var pids []int
+	for _, r := range c.relays {
+		pids = append(pids, r.pid())
+	}
+	h, err := measureHop(ctx, c.s, paths, pids)
 	if err != nil {
 		return err
 	}

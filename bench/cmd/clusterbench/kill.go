@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"paradigm/bench/benchkit"
@@ -14,15 +13,19 @@ import (
 
 // failoverFigures is what the kill of one relay cost its playnodes.
 type failoverFigures struct {
-	killed    string // the killed relay's name
-	victims   int    // its playnodes at the kill
-	nodeBack  []time.Duration
-	adminAll  map[string]time.Duration   // survivor -> its admin API shows every victim online elsewhere
-	echoBack  map[string][]time.Duration // survivor -> per victim: its portalias answered through it
-	landed    map[string]int             // where the victims' sessions are now, by relay name
-	missing   []string                   // what did not come back within the limit
-	otherOK   int                        // non-victim playnodes sampled after the failover that answered through every survivor
-	otherSeen int
+	killed   string // the killed relay's name
+	victims  int    // its playnodes at the kill
+	nodeBack []time.Duration
+	adminAll map[string]time.Duration   // survivor -> its admin API shows every victim online elsewhere
+	echoBack map[string][]time.Duration // survivor -> per victim: its portalias answered through it
+	// From a victim's connect to its first answer through the relay it
+	// connected to (local) and through the other survivor (presence
+	// through etcd, then one mesh hop).
+	lagLocal, lagRemote []time.Duration
+	landed              map[string]int // where the victims' sessions are now, by relay name
+	missing             []string       // what did not come back within the limit
+	otherOK             int            // non-victim playnodes sampled after the failover that answered through every survivor
+	otherSeen           int
 }
 
 // allBack is the time until the last victim answered through every
@@ -87,9 +90,9 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 		})
 	}
 	wg.Go(func() {
-		back := echoUntilBack(ctx, vic, survivors, t0)
+		back, local, remote := echoUntilBack(ctx, vic, survivors, killed.listen, t0)
 		mu.Lock()
-		ff.echoBack = back
+		ff.echoBack, ff.lagLocal, ff.lagRemote = back, local, remote
 		mu.Unlock()
 	})
 	wg.Wait()
@@ -107,17 +110,21 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 	return ff, nil
 }
 
-// moveNodes restarts each victim against the survivors (alternating which
-// is first), as a node with failover would move: used only when this
-// tree's node cannot fail over by itself.
+// moveNodes restarts every victim at once against the survivors
+// (alternating which is first), as nodes with failover would each move:
+// used only when this tree's node cannot fail over by itself.
 func moveNodes(ctx context.Context, f *fleet, vic []*simNode, survivors []*relayProc, svc []node.Service) {
+	var wg sync.WaitGroup
 	for i, n := range vic {
-		n.stop()
-		order := []string{survivors[i%2].listen, survivors[(i+1)%2].listen}
-		if err := f.run(ctx, n, order, svc); err != nil {
-			logf("failover: restart %s: %v", n.p.name, err)
-		}
+		wg.Go(func() {
+			n.stop()
+			order := []string{survivors[i%2].listen, survivors[(i+1)%2].listen}
+			if err := f.run(ctx, n, order, svc); err != nil {
+				logf("failover: restart %s: %v", n.p.name, err)
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // watchNodes polls the victims' own view every 20 ms until each is
@@ -169,57 +176,88 @@ func watchAdmin(ctx context.Context, r *relayProc, vic []*simNode, killed string
 const echoWorkers = 16
 
 // echoUntilBack probes every victim's portalias on every survivor with
-// one 64-byte echo until it answers (a failed probe is retried 20 ms
-// later, after the others), and returns per survivor the times of the
-// first answers, sorted.
-func echoUntilBack(ctx context.Context, vic []*simNode, survivors []*relayProc, t0 time.Time) map[string][]time.Duration {
+// one 64-byte echo until it answers, and returns per survivor the times
+// of the first answers, sorted, and the lags from each victim's connect
+// to its first answer through the relay it is on and through the other
+// (see failoverFigures), sorted. A victim is probed once it is connected
+// to another relay (before, nothing can answer, and probing would only
+// load the machine during the failover it measures), then every 20 ms
+// until it answers; a dispatcher hands due probes to the workers every
+// 5 ms.
+func echoUntilBack(ctx context.Context, vic []*simNode, survivors []*relayProc, killed string, t0 time.Time) (back map[string][]time.Duration, local, remote []time.Duration) {
 	type job struct {
-		n *simNode
-		r *relayProc
+		n          *simNode
+		r          *relayProc
+		next       time.Time
+		busy, done bool
 	}
-	jobs := make(chan job, len(vic)*len(survivors))
+	type result struct {
+		i  int
+		ok bool
+		at time.Duration
+	}
+	var jobs []*job
 	for _, r := range survivors {
 		for _, n := range vic {
-			jobs <- job{n, r}
+			jobs = append(jobs, &job{n: n, r: r})
 		}
 	}
-	var mu sync.Mutex // guards back
-	back := map[string][]time.Duration{}
-	var left atomic.Int64
-	left.Store(int64(len(jobs)))
-	done := make(chan struct{})
+	work := make(chan int, len(jobs))
+	results := make(chan result, len(jobs))
 	var wg sync.WaitGroup
 	for range echoWorkers {
 		wg.Go(func() {
-			for {
-				var j job
-				select {
-				case <-done:
-					return
-				case <-ctx.Done():
-					return
-				case j = <-jobs:
-				}
-				if echoOnce(j.r.portalias(j.n.p.port)) != nil {
-					jobs <- j
-					sleepCtx(ctx, 20*time.Millisecond)
-					continue
-				}
-				d := time.Since(t0)
-				mu.Lock()
-				back[j.r.name] = append(back[j.r.name], d)
-				mu.Unlock()
-				if left.Add(-1) == 0 {
-					close(done)
-				}
+			for i := range work {
+				err := echoOnce(jobs[i].r.portalias(jobs[i].n.p.port))
+				results <- result{i, err == nil, time.Since(t0)}
 			}
 		})
 	}
+	back = map[string][]time.Duration{}
+	for left := len(jobs); left > 0 && ctx.Err() == nil; {
+		now := time.Now()
+		for i, j := range jobs {
+			if j.done || j.busy || now.Before(j.next) {
+				continue
+			}
+			if r := j.n.currentRelay(); r == "" || r == killed {
+				continue
+			}
+			j.busy = true
+			work <- i
+		}
+		sleepCtx(ctx, 5*time.Millisecond)
+		for drained := false; !drained; {
+			select {
+			case res := <-results:
+				j := jobs[res.i]
+				j.busy = false
+				if res.ok {
+					j.done = true
+					left--
+					back[j.r.name] = append(back[j.r.name], res.at)
+					lag := res.at - time.Unix(0, j.n.upAt.Load()).Sub(t0)
+					if j.n.currentRelay() == j.r.listen {
+						local = append(local, lag)
+					} else {
+						remote = append(remote, lag)
+					}
+				} else {
+					j.next = time.Now().Add(20 * time.Millisecond)
+				}
+			default:
+				drained = true
+			}
+		}
+	}
+	close(work)
 	wg.Wait()
 	for _, ds := range back {
 		sortDurations(ds)
 	}
-	return back
+	sortDurations(local)
+	sortDurations(remote)
+	return back, local, remote
 }
 
 // echoOnce dials addr and makes one 64-byte round trip.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sort"
 	"time"
@@ -25,14 +26,27 @@ type path struct {
 type hopFigures struct {
 	rtt, conn        map[string][]time.Duration // sorted
 	upMiBs, downMiBs map[string][]float64       // one per round
+	// CPU seconds per GiB moved in the bulk transfers: of the three
+	// relay processes together, and of this process (client, playnode,
+	// services).
+	relayCPU, selfCPU map[string]float64
 }
 
 // measureHop measures every path side by side: the samples of each
 // figure are taken in rounds that visit every path in turn, so that a
 // change of load on this shared machine hits all paths alike.
-func measureHop(ctx context.Context, s *settings, paths []path) (*hopFigures, error) {
+func measureHop(ctx context.Context, s *settings, paths []path, relayPIDs []int) (*hopFigures, error) {
 	h := &hopFigures{rtt: map[string][]time.Duration{}, conn: map[string][]time.Duration{},
-		upMiBs: map[string][]float64{}, downMiBs: map[string][]float64{}}
+		upMiBs: map[string][]float64{}, downMiBs: map[string][]float64{},
+		relayCPU: map[string]float64{}, selfCPU: map[string]float64{}}
+	relaysCPU := func() float64 {
+		var sum float64
+		for _, pid := range relayPIDs {
+			sum += cpuSeconds(pid)
+		}
+		return sum
+	}
+	gib := map[string]float64{}
 	logf("mesh hop: %d round trips on a kept connection per path", s.rttN)
 	if err := h.roundTrips(ctx, s, paths); err != nil {
 		return nil, err
@@ -44,6 +58,7 @@ func measureHop(ctx context.Context, s *settings, paths []path) (*hopFigures, er
 	logf("mesh hop: %d x %d MiB each way per path", s.bulkRounds, s.bulk>>20)
 	for range s.bulkRounds {
 		for _, p := range paths {
+			r0, s0 := relaysCPU(), cpuSeconds(os.Getpid())
 			up, err := upload(ctx, p.sink, s.bulk)
 			if err != nil {
 				return nil, fmt.Errorf("%s: upload: %w", p.name, err)
@@ -52,9 +67,16 @@ func measureHop(ctx context.Context, s *settings, paths []path) (*hopFigures, er
 			if err != nil {
 				return nil, fmt.Errorf("%s: download: %w", p.name, err)
 			}
+			h.relayCPU[p.name] += relaysCPU() - r0
+			h.selfCPU[p.name] += cpuSeconds(os.Getpid()) - s0
+			gib[p.name] += 2 * float64(s.bulk) / (1 << 30)
 			h.upMiBs[p.name] = append(h.upMiBs[p.name], up)
 			h.downMiBs[p.name] = append(h.downMiBs[p.name], down)
 		}
+	}
+	for name, g := range gib {
+		h.relayCPU[name] /= g
+		h.selfCPU[name] /= g
 	}
 	return h, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
@@ -93,26 +94,34 @@ func authorizeAll(dataDir string, pns []*playnode) error {
 }
 
 // pinPortaliases writes every playnode's portaliases into the cluster's
-// etcd store in one update, so that portalias = low + index on every
-// relay (what a cluster that has seen these playnodes before has).
+// etcd store, so that portalias = low + index on every relay (what a
+// cluster that has seen these playnodes before has). It writes 100 at a
+// time: one update is one etcd transaction, and etcd refuses more than
+// --max-txn-ops (default 128) operations in one.
 func pinPortaliases(ctx context.Context, etcdAddr, prefix string, pns []*playnode) error {
 	s, err := etcdstore.Open([]string{etcdAddr}, prefix, nil)
 	if err != nil {
 		return fmt.Errorf("open etcd store: %w", err)
 	}
 	defer s.Close()
-	_, err = s.Update(ctx, func(t *store.Table) error {
-		for _, p := range pns {
-			for k, svc := range p.services {
-				if err := t.Set(store.Assignment{Playnode: p.name, Service: svc, Portalias: p.port + uint16(k)}); err != nil {
+	var all []store.Assignment
+	for _, p := range pns {
+		for k, svc := range p.services {
+			all = append(all, store.Assignment{Playnode: p.name, Service: svc, Portalias: p.port + uint16(k)})
+		}
+	}
+	for chunk := range slices.Chunk(all, 100) {
+		_, err = s.Update(ctx, func(t *store.Table) error {
+			for _, a := range chunk {
+				if err := t.Set(a); err != nil {
 					return err
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("pin portaliases in etcd: %w", err)
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("pin portaliases in etcd: %w", err)
 	}
 	return nil
 }

@@ -201,3 +201,26 @@ func rssKiB(pid int) float64 {
 	}
 	return 0
 }
+
+// cpuSeconds is the user+system CPU time pid used so far, from
+// /proc/PID/stat (fields 14 and 15, in USER_HZ = 100 ticks a second).
+func cpuSeconds(pid int) float64 {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3, state
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100
+}
+
+func (r *relayProc) pid() int { return r.cmd.Process.Pid }

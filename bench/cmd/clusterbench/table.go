@@ -74,6 +74,8 @@ func (r *results) printHop(w io.Writer) {
 		{"new connection + 64 B round trip, p99 (µs)", func(c string) (float64, bool) { d, ok := pct(r.hop.conn[c], 0.99); return us(d), ok }},
 		{"bulk to the playnode (MiB/s)", func(c string) (float64, bool) { x := r.hop.upMiBs[c]; return median(x), len(x) > 0 }},
 		{"bulk from the playnode (MiB/s)", func(c string) (float64, bool) { x := r.hop.downMiBs[c]; return median(x), len(x) > 0 }},
+		{"bulk: CPU s/GiB, the three relays", func(c string) (float64, bool) { x, ok := r.hop.relayCPU[c]; return x, ok && c != colDirect }},
+		{"bulk: CPU s/GiB, client + playnode + services (one process)", func(c string) (float64, bool) { x, ok := r.hop.selfCPU[c]; return x, ok }},
 	}
 	for _, row := range rows {
 		cells := make([]string, len(cols))
@@ -114,6 +116,8 @@ func (r *results) printFailover(w io.Writer) {
 	for _, name := range sortedKeys(f.echoBack) {
 		row(fmt.Sprintf("portalias answers a 64 B echo through relay %s", name), f.echoBack[name])
 	}
+	row("after its connect: answers through the relay it is on", f.lagLocal)
+	row("after its connect: answers through the other survivor (presence via etcd, one mesh hop)", f.lagRemote)
 	if d, ok := f.allBack(); ok {
 		fmt.Fprintf(w, "| **every portalias answers through every surviving relay** | | | **%s** |\n", sec(d))
 	}
