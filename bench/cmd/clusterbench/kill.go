@@ -13,11 +13,12 @@ import (
 
 // failoverFigures is what the kill of one relay cost its playnodes.
 type failoverFigures struct {
-	killed   string // the killed relay's name
-	victims  int    // its playnodes at the kill
-	nodeBack []time.Duration
-	adminAll map[string]time.Duration   // survivor -> its admin API shows every victim online elsewhere
-	echoBack map[string][]time.Duration // survivor -> per victim: its portalias answered through it
+	killed    string // the killed relay's name
+	victims   int    // its playnodes at the kill
+	survivors int
+	nodeBack  []time.Duration
+	adminAll  map[string]time.Duration   // survivor -> its admin API shows every victim online elsewhere
+	echoBack  map[string][]time.Duration // survivor -> per victim: its portalias answered through it
 	// From a victim's connect to its first answer through the relay it
 	// connected to (local) and through the other survivor (presence
 	// through etcd, then one mesh hop).
@@ -31,6 +32,9 @@ type failoverFigures struct {
 // allBack is the time until the last victim answered through every
 // surviving relay; ok is false when one never did.
 func (f *failoverFigures) allBack() (time.Duration, bool) {
+	if len(f.echoBack) < f.survivors {
+		return 0, false
+	}
 	var worst time.Duration
 	for _, ds := range f.echoBack {
 		if len(ds) < f.victims {
@@ -41,8 +45,9 @@ func (f *failoverFigures) allBack() (time.Duration, bool) {
 	return worst, true
 }
 
-// measureFailover kills relays[victim] with SIGKILL and times, from just
-// before the kill, until every playnode that was at home there is
+// measureFailover kills relays[victim] with SIGKILL (or, with -fail stop,
+// freezes it with SIGSTOP: a hung relay whose connections stay open, found
+// dead by the keepalives only) and times, from just before the signal, until every playnode that was at home there is
 // connected elsewhere (as the nodes see it), shown online elsewhere by
 // each surviving relay's admin API, and answering a 64-byte echo through
 // its portalias on each surviving relay. Without node failover in this
@@ -62,17 +67,22 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 			vic = append(vic, n)
 		}
 	}
-	ff := &failoverFigures{killed: killed.name, victims: len(vic), adminAll: map[string]time.Duration{},
+	ff := &failoverFigures{killed: killed.name, victims: len(vic), survivors: len(survivors), adminAll: map[string]time.Duration{},
 		echoBack: map[string][]time.Duration{}, landed: map[string]int{}}
 	if len(vic) == 0 {
 		return nil, fmt.Errorf("no playnode at home on relay %s", killed.name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.failoverWait)
 	defer cancel()
-	logf("failover: kill -9 relay %s (%d playnodes at home there)", killed.name, len(vic))
 	t0 := time.Now()
-	killed.kill()
-	logf("failover: relay %s gone after %v", killed.name, time.Since(t0).Round(time.Millisecond))
+	if s.fail == failStop {
+		logf("failover: SIGSTOP relay %s (%d playnodes at home there): it hangs, its connections stay open", killed.name, len(vic))
+		killed.freeze()
+	} else {
+		logf("failover: kill -9 relay %s (%d playnodes at home there)", killed.name, len(vic))
+		killed.kill()
+		logf("failover: relay %s gone after %v", killed.name, time.Since(t0).Round(time.Millisecond))
+	}
 
 	var wg sync.WaitGroup
 	if !nodeFailover {
@@ -110,13 +120,17 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 	return ff, nil
 }
 
-// moveNodes restarts every victim at once against the survivors
-// (alternating which is first), as nodes with failover would each move:
-// used only when this tree's node cannot fail over by itself.
+// moveNodes restarts every victim against the survivors (alternating
+// which is first) as soon as it saw its session end, as nodes with
+// failover would each move: used only when this tree's node cannot fail
+// over by itself.
 func moveNodes(ctx context.Context, f *fleet, vic []*simNode, survivors []*relayProc, svc []node.Service) {
 	var wg sync.WaitGroup
 	for i, n := range vic {
 		wg.Go(func() {
+			for n.up.Load() && ctx.Err() == nil {
+				sleepCtx(ctx, 5*time.Millisecond)
+			}
 			n.stop()
 			order := []string{survivors[i%2].listen, survivors[(i+1)%2].listen}
 			if err := f.run(ctx, n, order, svc); err != nil {
@@ -172,8 +186,11 @@ func watchAdmin(ctx context.Context, r *relayProc, vic []*simNode, killed string
 	return 0, false
 }
 
-// echoWorkers bounds the echo probes in flight during a failover.
-const echoWorkers = 16
+// echoWorkers bounds the echo probes in flight during a failover. During
+// the burst of reconnections a probe can take hundreds of milliseconds on
+// this 2-CPU machine; with too few workers the probes would queue in this
+// program and their wait would count as the relays'.
+const echoWorkers = 256
 
 // echoUntilBack probes every victim's portalias on every survivor with
 // one 64-byte echo until it answers, and returns per survivor the times

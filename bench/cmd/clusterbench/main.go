@@ -31,6 +31,12 @@ var (
 // storePrefix is the cluster's key prefix in etcd.
 const storePrefix = "clusterbench"
 
+// How relay A fails (-fail).
+const (
+	failKill = "kill"
+	failStop = "stop"
+)
+
 // settings are the run's sizes and what it set up.
 type settings struct {
 	nodes        int
@@ -42,6 +48,7 @@ type settings struct {
 	portFrom     int
 	keep         bool
 	budget       time.Duration
+	fail         string // failKill or failStop
 
 	tmp               string
 	relayBin          string
@@ -57,12 +64,26 @@ func main() {
 	bulkMiB := flag.Int("bulk", 256, "MiB sent each way per bulk transfer")
 	flag.IntVar(&s.bulkRounds, "bulk-rounds", 3, "bulk transfers each way per path (the median is reported)")
 	flag.DurationVar(&s.keepalive, "keepalive", 10*time.Second, "--keepalive of relays and playnodes (the presence lease is twice this)")
-	flag.DurationVar(&s.failoverWait, "failover-wait", 2*time.Minute, "longest wait for the killed relay's playnodes to be back")
+	flag.DurationVar(&s.failoverWait, "failover-wait", 0, "longest wait for the failed relay's playnodes to be back (default 1m, with -fail stop 13 keepalives + 1m)")
 	flag.IntVar(&s.portFrom, "ports-from", 23000, "lowest portalias tried (a free window of nodes+3 ports is used)")
+	flag.StringVar(&s.fail, "fail", failKill, "how relay A fails: kill (SIGKILL: the kernel closes its connections) or stop (SIGSTOP: it hangs, found dead by the keepalives)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the temporary folder (relay logs, data folders, etcd)")
-	flag.DurationVar(&s.budget, "timeout", 10*time.Minute, "the whole run is cancelled after this")
+	flag.DurationVar(&s.budget, "timeout", 15*time.Minute, "the whole run is cancelled after this")
 	flag.Parse()
 	s.bulk = int64(*bulkMiB) << 20
+	if s.failoverWait == 0 {
+		// A hung relay's kernel still acknowledges: its playnodes leave it
+		// when a keepalive request has gone unanswered for 12 keepalives
+		// (internal/mux/liveness.go).
+		s.failoverWait = time.Minute
+		if s.fail == failStop {
+			s.failoverWait += 13 * s.keepalive
+		}
+	}
+	if s.fail != failKill && s.fail != failStop {
+		fmt.Fprintln(os.Stderr, "clusterbench: -fail is kill or stop")
+		os.Exit(2)
+	}
 	if s.nodes < 3 || s.rttN < hopRounds || s.connN < hopRounds || s.bulk <= 0 || s.bulkRounds < 1 {
 		fmt.Fprintln(os.Stderr, "clusterbench: -nodes >= 3, -rtt and -conns >= 10, -bulk and -bulk-rounds >= 1")
 		os.Exit(2)

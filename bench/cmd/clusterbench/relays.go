@@ -94,12 +94,11 @@ func (r *relayProc) kill() {
 	<-r.exited
 }
 
-func (r *relayProc) alive() bool {
-	select {
-	case <-r.exited:
-		return false
-	default:
-		return r.cmd != nil
+// freeze stops the process with SIGSTOP: it hangs with every connection
+// open, as a relay whose server froze would; kill still ends it.
+func (r *relayProc) freeze() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Signal(syscall.SIGSTOP)
 	}
 }
 

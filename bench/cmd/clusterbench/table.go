@@ -99,7 +99,11 @@ func (r *results) printHop(w io.Writer) {
 
 func (r *results) printFailover(w io.Writer) {
 	f := r.failover
-	fmt.Fprintf(w, "Failover: kill -9 of relay %s with %d of the %d simulated playnodes at home there; times from just before the kill.\n\n", f.killed, f.victims, r.s.nodes)
+	how := "kill -9 (SIGKILL: the kernel closes its connections at once)"
+	if r.s.fail == failStop {
+		how = fmt.Sprintf("SIGSTOP (a hung relay: its connections stay open; the playnodes find it dead by their keepalives, within 2.25 x %v)", r.s.keepalive)
+	}
+	fmt.Fprintf(w, "Failover: %s of relay %s with %d of the %d simulated playnodes at home there; times from just before the signal.\n\n", how, f.killed, f.victims, r.s.nodes)
 	fmt.Fprintf(w, "| figure | p50 (s) | p99 (s) | all (s) |\n|---|---:|---:|---:|\n")
 	sec := func(d time.Duration) string { return format(d.Seconds()) }
 	row := func(name string, ds []time.Duration) {
@@ -150,6 +154,9 @@ func (r *results) printRSS(w io.Writer) {
 			homes = fmt.Sprint(r.homes[i])
 		}
 		after := "killed"
+		if r.s.fail == failStop {
+			after = "stopped"
+		}
 		if i > 0 {
 			after = cell(r.rssAfter, i-1)
 		}
