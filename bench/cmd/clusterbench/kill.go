@@ -18,6 +18,7 @@ type failoverFigures struct {
 	survivors int
 	nodeBack  []time.Duration
 	adminAll  map[string]time.Duration   // survivor -> its admin API shows every victim online elsewhere
+	adminGone map[string]time.Duration   // survivor -> its admin API shows none at home on the failed relay
 	echoBack  map[string][]time.Duration // survivor -> per victim: its portalias answered through it
 	// From a victim's connect to its first answer through the relay it
 	// connected to (local) and through the other survivor (presence
@@ -67,7 +68,7 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 			vic = append(vic, n)
 		}
 	}
-	ff := &failoverFigures{killed: killed.name, victims: len(vic), survivors: len(survivors), adminAll: map[string]time.Duration{},
+	ff := &failoverFigures{killed: killed.name, victims: len(vic), survivors: len(survivors), adminAll: map[string]time.Duration{}, adminGone: map[string]time.Duration{},
 		echoBack: map[string][]time.Duration{}, landed: map[string]int{}}
 	if len(vic) == 0 {
 		return nil, fmt.Errorf("no playnode at home on relay %s", killed.name)
@@ -92,11 +93,15 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 	var mu sync.Mutex // guards ff.adminAll, ff.echoBack
 	for _, r := range survivors {
 		wg.Go(func() {
-			if d, ok := watchAdmin(ctx, r, vic, killed.listen, t0); ok {
-				mu.Lock()
-				ff.adminAll[r.name] = d
-				mu.Unlock()
+			gone, all, ok := watchAdmin(ctx, r, vic, killed.listen, t0)
+			mu.Lock()
+			if gone != 0 {
+				ff.adminGone[r.name] = gone
 			}
+			if ok {
+				ff.adminAll[r.name] = all
+			}
+			mu.Unlock()
 		})
 	}
 	wg.Go(func() {
@@ -164,26 +169,33 @@ func watchNodes(ctx context.Context, vic []*simNode, killed string, t0 time.Time
 }
 
 // watchAdmin polls r's /api/v1/playnodes every 250 ms until it shows every
-// victim online on a relay other than the killed one.
-func watchAdmin(ctx context.Context, r *relayProc, vic []*simNode, killed string, t0 time.Time) (time.Duration, bool) {
+// victim online on a relay other than the killed one (all). gone is when
+// it first showed none of them at home on the killed relay (moved, or
+// offline once the killed relay's lease ended).
+func watchAdmin(ctx context.Context, r *relayProc, vic []*simNode, killed string, t0 time.Time) (gone, all time.Duration, ok bool) {
 	for ctx.Err() == nil {
 		view, err := r.playnodes(ctx)
 		at := time.Since(t0)
 		if err == nil {
-			all := true
+			elsewhere, onKilled := 0, 0
 			for _, n := range vic {
-				if home, ok := view[n.p.name]; !ok || home == killed {
-					all = false
-					break
+				switch home, online := view[n.p.name]; {
+				case online && home == killed:
+					onKilled++
+				case online:
+					elsewhere++
 				}
 			}
-			if all {
-				return at, true
+			if onKilled == 0 && gone == 0 {
+				gone = at
+			}
+			if elsewhere == len(vic) {
+				return gone, at, true
 			}
 		}
 		sleepCtx(ctx, 250*time.Millisecond)
 	}
-	return 0, false
+	return gone, 0, false
 }
 
 // echoWorkers bounds the echo probes in flight during a failover. During

@@ -66,7 +66,7 @@ func main() {
 	flag.DurationVar(&s.keepalive, "keepalive", 10*time.Second, "--keepalive of relays and playnodes (the presence lease is twice this)")
 	flag.DurationVar(&s.failoverWait, "failover-wait", 0, "longest wait for the failed relay's playnodes to be back (default 1m, with -fail stop 13 keepalives + 1m)")
 	flag.IntVar(&s.portFrom, "ports-from", 23000, "lowest portalias tried (a free window of nodes+3 ports is used)")
-	flag.StringVar(&s.fail, "fail", failKill, "how relay A fails: kill (SIGKILL: the kernel closes its connections) or stop (SIGSTOP: it hangs, found dead by the keepalives)")
+	flag.StringVar(&s.fail, "fail", failKill, "how relay A fails: kill (SIGKILL: the kernel closes its connections) or stop (SIGSTOP: it hangs with its connections open)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the temporary folder (relay logs, data folders, etcd)")
 	flag.DurationVar(&s.budget, "timeout", 15*time.Minute, "the whole run is cancelled after this")
 	flag.Parse()

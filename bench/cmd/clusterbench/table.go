@@ -101,7 +101,7 @@ func (r *results) printFailover(w io.Writer) {
 	f := r.failover
 	how := "kill -9 (SIGKILL: the kernel closes its connections at once)"
 	if r.s.fail == failStop {
-		how = fmt.Sprintf("SIGSTOP (a hung relay: its connections stay open; the playnodes find it dead by their keepalives, within 2.25 x %v)", r.s.keepalive)
+		how = fmt.Sprintf("SIGSTOP (a hung relay: its kernel still acknowledges, so a playnode leaves it once a keepalive request has gone unanswered for 12 x %v, internal/mux/liveness.go)", r.s.keepalive)
 	}
 	fmt.Fprintf(w, "Failover: %s of relay %s with %d of the %d simulated playnodes at home there; times from just before the signal.\n\n", how, f.killed, f.victims, r.s.nodes)
 	fmt.Fprintf(w, "| figure | p50 (s) | p99 (s) | all (s) |\n|---|---:|---:|---:|\n")
@@ -114,6 +114,9 @@ func (r *results) printFailover(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", name, pctText(ds, 0.5), pctText(ds, 0.99), sec(ds[len(ds)-1]))
 	}
 	row("connected to another relay (the playnodes' view)", f.nodeBack)
+	for _, name := range sortedKeys(f.adminGone) {
+		fmt.Fprintf(w, "| relay %s's admin API shows none at home on %s any more (polled every 250 ms) | | | %s |\n", name, f.killed, sec(f.adminGone[name]))
+	}
 	for _, name := range sortedKeys(f.adminAll) {
 		fmt.Fprintf(w, "| relay %s's admin API shows all online elsewhere (polled every 250 ms) | | | %s |\n", name, sec(f.adminAll[name]))
 	}
