@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -28,6 +29,10 @@ type failoverFigures struct {
 	missing             []string       // what did not come back within the limit
 	otherOK             int            // non-victim playnodes sampled after the failover that answered through every survivor
 	otherSeen           int
+	// CPU seconds used from the signal until every probe answered (or the
+	// wait ended): the surviving relays together, and this process (the
+	// simulated playnodes and the probes), over wall seconds.
+	cpuSurvivors, cpuSelf, cpuWall float64
 }
 
 // allBack is the time until the last victim answered through every
@@ -75,6 +80,11 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.failoverWait)
 	defer cancel()
+	var cpu0 float64
+	for _, r := range survivors {
+		cpu0 += cpuSeconds(r.pid())
+	}
+	self0 := cpuSeconds(os.Getpid())
 	t0 := time.Now()
 	if s.fail == failStop {
 		logf("failover: SIGSTOP relay %s (%d playnodes at home there): it hangs, its connections stay open", killed.name, len(vic))
@@ -111,6 +121,12 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 		mu.Unlock()
 	})
 	wg.Wait()
+	ff.cpuWall = time.Since(t0).Seconds()
+	for _, r := range survivors {
+		ff.cpuSurvivors += cpuSeconds(r.pid())
+	}
+	ff.cpuSurvivors -= cpu0
+	ff.cpuSelf = cpuSeconds(os.Getpid()) - self0
 	for _, n := range vic {
 		name := "none"
 		for _, r := range relays {

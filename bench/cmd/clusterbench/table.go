@@ -134,6 +134,8 @@ func (r *results) printFailover(w io.Writer) {
 		landed = append(landed, fmt.Sprintf("%d on %s", f.landed[name], name))
 	}
 	fmt.Fprintf(w, "- the killed relay's playnodes are now: %s\n", strings.Join(landed, ", "))
+	fmt.Fprintf(w, "- CPU from the signal until the last answer (%s s wall, this machine has %d CPUs): surviving relays %s s together, the benchmark process (simulated playnodes, probes) %s s\n",
+		format(f.cpuWall), numCPU(), format(f.cpuSurvivors), format(f.cpuSelf))
 	fmt.Fprintf(w, "- playnodes of the other relays sampled after the failover: %d of %d answer through every surviving relay\n", f.otherOK, f.otherSeen)
 	for _, m := range f.missing {
 		fmt.Fprintf(w, "- NOT BACK: %s\n", m)
