@@ -286,7 +286,7 @@ log-format = json # global flags are keys too
 	}
 
 	for _, tc := range []struct{ text, want string }{
-		{"relay = %s\nkey = %s\n# again\nrelay = 127.0.0.1:1\n", ":4: relay given twice, first on line 1"},
+		{"relay = %s\nkey = %s\n# again\nkey = /nokey\n", ":4: key given twice, first on line 2"},
 		{"relay = %s\nkey = %s\nkeepalive = 10  # seconds\n", `:3: keepalive: "10" is not a duration, write 10s`},
 		{"relay = %s\nkey = %s\ntrust-on-first-use = yes\n", `:3: trust-on-first-use: "yes" is not a boolean, write true or false`},
 	} {

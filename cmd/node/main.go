@@ -70,7 +70,8 @@ func hostname() string {
 func runFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "file of key = value lines, keys named as these flags; flags and environment win over it", EnvVars: []string{"PARADIGM_NODE_CONFIG"}},
-		&cli.StringFlag{Name: "relay", Usage: "relay address HOST:PORT", EnvVars: []string{"PARADIGM_NODE_RELAY"}},
+		&cli.StringSliceFlag{Name: "relay", Usage: "relay address HOST:PORT; repeatable (or comma-separated): tried in order, failing over to the next, a HOST with several addresses counting as several relays", EnvVars: []string{"PARADIGM_NODE_RELAY"}},
+		&cli.DurationFlag{Name: "prefer-first-after", Value: node.DefaultPreferFirstAfter, Usage: "on a relay that is not the first listed, probe the earlier ones this often and move back to the first that answers; 0 stays put", EnvVars: []string{"PARADIGM_NODE_PREFER_FIRST_AFTER"}},
 		&cli.StringFlag{Name: "transport", Value: "ssh", Usage: "ssh (TCP), quic (UDP, same address), or auto: quic when UDP gets through, else ssh", EnvVars: []string{"PARADIGM_NODE_TRANSPORT"}},
 		&cli.StringSliceFlag{Name: "fingerprint", Usage: "the relay's host key fingerprint, SHA256:... (paradigm-relay fingerprint prints it); repeatable: any of them is trusted", EnvVars: []string{"PARADIGM_NODE_FINGERPRINT"}},
 		&cli.StringFlag{Name: "known-hosts", Usage: "OpenSSH known_hosts file to verify the relay with (instead of --fingerprint)", EnvVars: []string{"PARADIGM_NODE_KNOWN_HOSTS"}},
@@ -117,30 +118,27 @@ func run(c *cli.Context) error {
 		return err
 	}
 	cfg := node.Config{
-		Relay:           c.String("relay"),
-		Transport:       c.String("transport"),
-		Fingerprints:    c.StringSlice("fingerprint"),
-		KnownHosts:      c.String("known-hosts"),
-		TrustOnFirstUse: c.Bool("trust-on-first-use"),
-		KeyFile:         c.String("key"),
-		Name:            c.String("name"),
-		EnrollToken:     c.String("enroll-token"),
-		MachineIDFile:   c.String("machine-id-file"),
-		RefusedRetry:    c.Duration("refused-retry"),
-		Keepalive:       c.Duration("keepalive"),
-		BackoffMax:      c.Duration("backoff-max"),
-		MaxStreams:      c.Int("max-streams"),
-		Logger:          log,
+		Relays:           c.StringSlice("relay"),
+		PreferFirstAfter: c.Duration("prefer-first-after"),
+		Transport:        c.String("transport"),
+		Fingerprints:     c.StringSlice("fingerprint"),
+		KnownHosts:       c.String("known-hosts"),
+		TrustOnFirstUse:  c.Bool("trust-on-first-use"),
+		KeyFile:          c.String("key"),
+		Name:             c.String("name"),
+		EnrollToken:      c.String("enroll-token"),
+		MachineIDFile:    c.String("machine-id-file"),
+		RefusedRetry:     c.Duration("refused-retry"),
+		Keepalive:        c.Duration("keepalive"),
+		BackoffMax:       c.Duration("backoff-max"),
+		MaxStreams:       c.Int("max-streams"),
+		Logger:           log,
 	}
 	if cfg.MaxBuffer, err = node.ParseSize(c.String("max-buffer")); err != nil {
 		return fmt.Errorf("--max-buffer: %w", err)
 	}
-	for _, s := range c.StringSlice("service") {
-		svc, err := node.ParseService(s)
-		if err != nil {
-			return err
-		}
-		cfg.Services = append(cfg.Services, svc)
+	if cfg.Services, err = node.ParseServices(c.StringSlice("service")); err != nil {
+		return err
 	}
 	n, err := node.New(cfg)
 	if err != nil {

@@ -26,8 +26,8 @@ func (s *Server) routes() http.Handler {
 	read("GET /api/v1/events", s.events)
 	write("POST /api/v1/playnodes/{name}/disconnect", s.disconnect)
 	read("GET /api/v1/pending", s.listPending)
-	write("POST /api/v1/pending/{name}/approve", s.decidePending(relay.ApprovePending))
-	write("POST /api/v1/pending/{name}/reject", s.decidePending(relay.RejectPending))
+	write("POST /api/v1/pending/{name}/approve", s.decidePending(relay.Site.ApprovePending))
+	write("POST /api/v1/pending/{name}/reject", s.decidePending(relay.Site.RejectPending))
 	write("PUT /api/v1/playnodes/{name}/services/{service}/portalias", s.aliasSet)
 	write("DELETE /api/v1/playnodes/{name}/services/{service}/portalias", s.aliasRemove)
 	write("DELETE /api/v1/playnodes/{name}/portaliases", s.aliasRemove)
@@ -282,7 +282,7 @@ func (s *Server) aliasSet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := relay.AliasSet(r.Context(), s.relay.DataDir(), a, req.Force); err != nil {
+	if err := relay.AliasSet(r.Context(), s.relay.DataDir(), s.relay.Store(), a, req.Force); err != nil {
 		writeError(w, http.StatusConflict, err.Error())
 		return
 	}
@@ -297,7 +297,7 @@ func (s *Server) aliasRemove(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	n, err := relay.AliasRemove(r.Context(), s.relay.DataDir(), name, service)
+	n, err := relay.AliasRemove(r.Context(), s.relay.DataDir(), s.relay.Store(), name, service)
 	if err != nil {
 		writeError(w, http.StatusNotFound, err.Error())
 		return
@@ -311,22 +311,34 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // Readiness is the body of /readyz: ready once every portalias the relay
-// knows is bound (no service in state bind-failed).
+// knows is bound (no service in state bind-failed) and, in a cluster, while
+// the shared store answers.
 // The count only: the endpoint needs no token, so it names no playnode.
 type Readiness struct {
 	Ready      bool `json:"ready"`
 	BindFailed int  `json:"bind_failed"`
+	// ClusterStore is "ok" or "unreachable" for a relay of a cluster:
+	// while unreachable, sessions and portaliases keep working but new
+	// portaliases, enrollments and takeovers across relays wait.
+	ClusterStore string `json:"cluster_store,omitempty"`
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	low, high := s.relay.PortRange()
 	var rd Readiness
-	for _, p := range Portaliases(s.relay.Snapshot(), s.relay.Bind(), low, high) {
+	snap := s.relay.Snapshot()
+	for _, p := range Portaliases(snap, s.relay.Bind(), low, high) {
 		if p.State == relay.StateBindFailed {
 			rd.BindFailed++
 		}
 	}
 	rd.Ready = rd.BindFailed == 0
+	if c := snap.Cluster; c != nil {
+		rd.ClusterStore = "ok"
+		if !c.StoreOK {
+			rd.ClusterStore, rd.Ready = "unreachable", false
+		}
+	}
 	code := http.StatusOK
 	if !rd.Ready {
 		code = http.StatusServiceUnavailable
@@ -341,7 +353,7 @@ type PendingList struct {
 }
 
 func (s *Server) listPending(w http.ResponseWriter, _ *http.Request) {
-	ps, err := relay.ListPending(s.relay.DataDir())
+	ps, err := s.relay.Site().ListPending()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -353,15 +365,16 @@ func (s *Server) listPending(w http.ResponseWriter, _ *http.Request) {
 }
 
 // decidePending is POST /api/v1/pending/{name}/approve or /reject: the
-// same as `paradigm-relay approve|reject NAME`.
-func (s *Server) decidePending(decide func(dataDir, name string) (string, error)) http.HandlerFunc {
+// same as `paradigm-relay approve|reject NAME`, on the relay's own Site
+// (the cluster's documents when it shares a store).
+func (s *Server) decidePending(decide func(site relay.Site, name string) (string, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		if err := proto.ValidateName("playnode", name); err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		msg, err := decide(s.relay.DataDir(), name)
+		msg, err := decide(s.relay.Site(), name)
 		switch {
 		case errors.Is(err, relay.ErrNotPending):
 			writeError(w, http.StatusNotFound, err.Error())

@@ -20,6 +20,7 @@ type collector struct {
 	relay *relay.Relay
 
 	handshakes, handshakeFailed, authFailed, replaced    *prometheus.Desc
+	probes                                               *prometheus.Desc
 	refused, connsRefused, forwarded, toNodes, fromNodes *prometheus.Desc
 	peerEvents, playnodes, online                        *prometheus.Desc
 
@@ -37,6 +38,7 @@ func newCollector(r *relay.Relay) *collector {
 		relay:           r,
 		handshakes:      d("paradigm_relay_handshakes_total", "Playnode sessions that completed the handshake."),
 		handshakeFailed: d("paradigm_relay_handshakes_failed_total", "Connections whose SSH or QUIC handshake failed."),
+		probes:          d("paradigm_relay_probes_total", "Connections that authenticated and hung up before a hello: nodes checking that this relay is up (failover)."),
 		authFailed:      d("paradigm_relay_auth_failures_total", "Connections refused because the key is not authorized."),
 		replaced:        d("paradigm_relay_sessions_replaced_total", "Sessions ended because a newer session of the same playnode connected."),
 		refused:         d("paradigm_relay_refused_total", "Hellos refused after authentication, by refusal code.", "code"),
@@ -60,7 +62,7 @@ func newCollector(r *relay.Relay) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.handshakes, c.handshakeFailed, c.authFailed, c.replaced, c.refused,
+	for _, d := range []*prometheus.Desc{c.handshakes, c.handshakeFailed, c.probes, c.authFailed, c.replaced, c.refused,
 		c.connsRefused, c.forwarded, c.toNodes, c.fromNodes, c.peerEvents, c.playnodes, c.online,
 		c.up, c.lastSeen, c.connected, c.svcUp, c.portalias, c.open, c.total, c.svcToNode, c.svcFromNode} {
 		ch <- d
@@ -78,6 +80,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.handshakes, cn.Handshakes)
 	counter(c.handshakeFailed, cn.HandshakeFailed)
+	counter(c.probes, cn.Probes)
 	counter(c.authFailed, cn.AuthFailed)
 	counter(c.replaced, cn.SessionsReplaced)
 	for _, code := range slices.Sorted(maps.Keys(cn.Refused)) {

@@ -135,12 +135,13 @@ func newWebhooks(cfg Config) (*webhooks, error) {
 func (h *webhooks) run(ctx context.Context, r *relay.Relay) {
 	_, sub := r.Subscribe(webhookSubBuffer)
 	defer sub.Close()
-	h.serve(ctx, sub.C)
+	h.serve(ctx, sub.C, r.ClusterID())
 }
 
 // serve dispatches the events of c to every receiver until ctx is cancelled
-// or c is closed, and waits for its senders.
-func (h *webhooks) serve(ctx context.Context, c <-chan relay.Event) {
+// or c is closed, and waits for its senders. self is the relay's id in its
+// cluster, if any.
+func (h *webhooks) serve(ctx context.Context, c <-chan relay.Event, self string) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for _, rc := range h.receivers {
@@ -167,6 +168,12 @@ func (h *webhooks) serve(ctx context.Context, c <-chan relay.Event) {
 			out = d.expire(time.Now())
 		}
 		for _, e := range out {
+			if e.Relay != "" && e.Relay != self {
+				// In a cluster each relay reports its own sessions, so
+				// that the same webhook on every relay hears each once.
+				// Other relays' events still cancel a held down above.
+				continue
+			}
 			for _, rc := range h.receivers {
 				h.enqueue(rc, e)
 			}

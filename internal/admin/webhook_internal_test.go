@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -73,12 +74,17 @@ func testHooks(t *testing.T, rt http.RoundTripper, edit func(*Config)) *webhooks
 
 // run serves h on a channel of events in the bubble; stop ends it.
 func runHooks(h *webhooks) (c chan relay.Event, stop func()) {
+	return runHooksAs(h, "")
+}
+
+// runHooksAs is runHooks for a relay with id self in its cluster.
+func runHooksAs(h *webhooks, self string) (c chan relay.Event, stop func()) {
 	c = make(chan relay.Event, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		h.serve(ctx, c)
+		h.serve(ctx, c, self)
 	}()
 	return c, func() {
 		cancel()
@@ -100,6 +106,32 @@ func kinds(evs []relay.Event) []string {
 		out = append(out, string(e.Kind)+" "+e.Playnode)
 	}
 	return out
+}
+
+// TestWebhookClusterOwnSessions: a relay of a cluster sends its own
+// sessions' events only, so that one webhook configured on every relay
+// hears each event once; a playnode that moves to another relay within
+// the grace sends no down from the relay it left.
+func TestWebhookClusterOwnSessions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rcv := &fakeReceiver{}
+		h := testHooks(t, rcv, nil)
+		c, stop := runHooksAs(h, "relay-a")
+		defer stop()
+		at := func(e relay.Event, rl string) relay.Event { e.Relay = rl; return e }
+		c <- at(ev(1, relay.EventUp, "mine"), "relay-a")
+		c <- at(ev(2, relay.EventUp, "theirs"), "relay-b")
+		c <- at(ev(3, relay.EventDown, "mine"), "relay-a") // it moves to relay-b:
+		c <- at(ev(4, relay.EventUp, "mine"), "relay-b")   // relay-b reports that
+		c <- at(ev(5, relay.EventDown, "theirs"), "relay-b")
+		c <- ev(6, relay.EventPortaliasAssigned, "new") // not a session's: every relay
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		got := kinds(rcv.events())
+		if want := []string{"up mine", "portalias-assigned new"}; !slices.Equal(got, want) {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	})
 }
 
 func TestWebhookGrace(t *testing.T) {

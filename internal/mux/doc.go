@@ -10,6 +10,7 @@
 //	open channel "paradigm-mux@v1" ---------------> accept (one; anything else: Prohibited)
 //	yamux client  <======= yamux over channel =====> yamux server      (lane 0)
 //	OpenStream: control stream -------------------> AcceptStream      (lane 0)
+//	(a second stream from the node: the relay hangs up, MaxPeerStreams)
 //	AcceptStream <--------------------------------- OpenStream: one per forwarded TCP connection
 //	accept (up to 8 in all) <---------------------- open channel "paradigm-mux@v1" when every
 //	yamux client  <======= yamux over channel =====> yamux server      lane carries a stream (lane 1..7)
@@ -41,7 +42,10 @@
 // filled in full frames by a peer nobody reads from keeps a buffer of its
 // own size (4.2 MiB per stream measured, not 8.1). The control stream has the
 // same window; the relay reads it only up to the hello, so a node can park
-// one window there per session. Below the streams, each lane's SSH channel
+// one window there per session. A stream the node opens and the relay never
+// accepts would wait in yamux's accept backlog with 256 KiB of data for the
+// session's life, 128 of them per lane: the relay's MaxPeerStreams (1, the
+// control stream) ends the session at the first frame of one (sshgate.go). Below the streams, each lane's SSH channel
 // window (2 MiB, fixed by x/crypto/ssh) bounds what is in flight, and yamux
 // drains it into the stream buffers as it arrives.
 //

@@ -58,6 +58,9 @@ var (
 	// node's key during authentication (unknown, revoked, or an enrollment
 	// over its rate), as opposed to a network or handshake failure.
 	ErrKeyRefused = errors.New("relay refused the node key")
+	// ErrPeerStreams is matched by Session.Err of a relay session whose
+	// node opened a stream beyond SSHServerConfig.MaxPeerStreams.
+	ErrPeerStreams = errors.New("peer opened more streams than allowed")
 )
 
 // Options tune a Session; the zero value is the defaults.

@@ -150,13 +150,13 @@ func (e *quicEnv) pair(t testing.TB, pconn net.PacketConn, raddr net.Addr) (clie
 	return client, r.s
 }
 
-// TestQUICConformance runs the suite with MaxStreams 1000, so that its
+// TestQUICConformance runs the suite with stream limits of 1000, so that its
 // ContextCancel case (open unaccepted streams until OpenStream blocks)
 // reaches the limit within its 10000 tries; the default is 10000.
 func TestQUICConformance(t *testing.T) {
 	muxtest.Run(t, func(t *testing.T) (mux.Session, mux.Session) {
 		e := newQUICEnv(t, func(e *quicEnv) {
-			e.server.MaxStreams = 1000
+			e.server.MaxPeerStreams = 1000
 			e.client.MaxStreams = 1000
 		})
 		return e.pair(t, nil, nil)

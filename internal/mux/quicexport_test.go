@@ -7,3 +7,10 @@ func CrashQUICListener(l *QUICListener) {
 	l.tr.Conn.Close()
 	l.Close()
 }
+
+// OpenQUICStreamNow opens a stream on a QUIC session without waiting for
+// stream credit: it fails with quic.StreamLimitReachedError instead.
+func OpenQUICStreamNow(s Session) error {
+	_, err := s.(*quicSession).conn.OpenStream()
+	return err
+}

@@ -55,9 +55,14 @@ type QUICServerConfig struct {
 	// HandshakeTimeout without a packet from the peer, or 2*HandshakeTimeout
 	// in all. Default 10s.
 	HandshakeTimeout time.Duration
-	// MaxStreams is how many streams a node may have open at once. Default
-	// 10000; quic-go's own default of 100 is too low for a relay.
-	MaxStreams int
+	// MaxPeerStreams is how many streams the node may have open at once:
+	// its stream credit (quic-go's MaxIncomingStreams), which quic-go
+	// returns only once both ends have closed a stream, and which a peer
+	// cannot exceed (quic-go closes the connection with STREAM_LIMIT_ERROR).
+	// The relay sets 1, the control stream: the relay never closes it while
+	// the session lives, so the node can open no other. Default 10000.
+	// The streams the relay opens are bounded by the node's MaxStreams.
+	MaxPeerStreams int
 	// Admit, when set, is asked before quic-go spends a handshake on a new
 	// connection from remote, once remote has proved it receives what is
 	// sent to it (a Retry round trip, see admitConn): forged source
@@ -193,7 +198,7 @@ func listenQUIC(pconn net.PacketConn, cfg *QUICServerConfig) (*QUICListener, err
 		VerifySourceAddress: alwaysRetry,
 		ConnContext:         l.admitConn,
 	}
-	qconf := quicConfig(opts, cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout), cmp.Or(cfg.MaxStreams, defaultQUICMaxStreams), true)
+	qconf := quicConfig(opts, cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout), cmp.Or(cfg.MaxPeerStreams, defaultQUICMaxStreams), true)
 	l.ln, err = l.tr.Listen(tlsConf, qconf)
 	if err != nil {
 		l.tr.Close()

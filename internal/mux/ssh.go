@@ -80,6 +80,7 @@ type channelConn struct {
 	w       frameWriter
 	carried *atomic.Int64 // the lane's byte count, both ways
 	onClose func()
+	gate    *peerStreamGate // relay lanes: the streams the node opens (sshgate.go)
 }
 
 func newChannelConn(ch ssh.Channel, conn ssh.Conn, pace *pacer, carried *atomic.Int64, onClose func()) *channelConn {
@@ -95,6 +96,11 @@ func (c *channelConn) Write(b []byte) (int, error) {
 func (c *channelConn) Read(b []byte) (int, error) {
 	n, err := c.Channel.Read(b)
 	c.carried.Add(int64(n))
+	if c.gate != nil {
+		if gerr := c.gate.scan(b[:n]); gerr != nil {
+			return 0, gerr
+		}
+	}
 	return n, err
 }
 

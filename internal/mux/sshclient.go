@@ -114,7 +114,7 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 		wg.Wait()
 		return fail("ssh handshake", err)
 	}
-	s, err := newSSHSession(cc, ac, pace, ch, false, opts, &wg)
+	s, err := newSSHSession(cc, ac, pace, ch, false, 0, opts, &wg)
 	if err != nil {
 		return nil, fmt.Errorf("dial ssh relay %s: %w", addr, err)
 	}

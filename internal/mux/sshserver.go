@@ -36,6 +36,19 @@ type SSHServerConfig struct {
 	HandshakeTimeout time.Duration
 	// MaxAuthTries bounds authentication attempts per connection. Default 3.
 	MaxAuthTries int
+	// MaxPeerStreams bounds the streams the node may open over the
+	// connection's life; the relay sets 1, the control stream, which is all
+	// a node opens in protocol version 1. The stream past it ends the
+	// session (Err matches ErrPeerStreams) before yamux holds anything for
+	// it. 0 means no limit beyond yamux's accept backlog: 128 waiting
+	// streams of up to 256 KiB each (sshgate.go). Streams opened on any
+	// mux channel but the first are refused whatever the limit: the relay
+	// never accepts them.
+	MaxPeerStreams int
+	// PeerStreams, when set, replaces MaxPeerStreams for the peer that
+	// authenticated, by the name Authorize gave it: the relay lets another
+	// relay of its cluster (the mesh) open as many as it forwards.
+	PeerStreams func(playnode string) int
 	Options
 }
 
@@ -137,16 +150,21 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		wg.Wait()
 		return fail("ssh handshake", err)
 	}
-	s, err := newSSHSession(sc, ac, pace, ch, true, opts, &wg)
+	res, ok := sc.Permissions.ExtraData[authResultKey{}].(authResult)
+	if !ok { // unreachable: public-key auth is the only method
+		sc.Close()
+		wg.Wait()
+		return nil, Peer{}, fmt.Errorf("accept ssh from %s: authenticated without a key", remote)
+	}
+	limit := cfg.MaxPeerStreams
+	if cfg.PeerStreams != nil {
+		limit = cfg.PeerStreams(res.playnode)
+	}
+	s, err := newSSHSession(sc, ac, pace, ch, true, limit, opts, &wg)
 	if err != nil {
 		return nil, Peer{}, fmt.Errorf("accept ssh from %s: %w", remote, err)
 	}
 	sess.Store(s)
-	res, ok := sc.Permissions.ExtraData[authResultKey{}].(authResult)
-	if !ok { // unreachable: public-key auth is the only method
-		s.Close()
-		return nil, Peer{}, fmt.Errorf("accept ssh from %s: authenticated without a key", remote)
-	}
 	return s, Peer{Playnode: res.playnode, Key: res.key, ClientVersion: string(sc.ClientVersion()), Remote: remote}, nil
 }
 

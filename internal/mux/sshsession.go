@@ -38,6 +38,12 @@ type sshSession struct {
 	cfg    *yamux.Config
 	log    *slog.Logger
 
+	// peerStreams and peerOpened bound the streams the node opens, relay
+	// side (sshgate.go): SSHServerConfig.MaxPeerStreams, 0 for no limit.
+	peerStreams int
+	peerOpened  atomic.Int32
+	peerRefused atomic.Bool // the node opened one too many: yamux's lines go to Debug
+
 	mu      sync.Mutex
 	lanes   []*lane // lanes[0] is fixed; append only, under mu
 	pending int     // lanes being opened
@@ -78,16 +84,17 @@ type acceptedStream struct {
 // liveness watchdog on ac, the connection under conn. wg already tracks the
 // goroutines serving conn; the session owns it from here and waits for it in
 // Close.
-func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
+func newSSHSession(conn ssh.Conn, ac *activityConn, pace *pacer, ch ssh.Channel, server bool, peerStreams int, opts Options, wg *sync.WaitGroup) (*sshSession, error) {
 	s := &sshSession{
 		conn:    conn,
 		server:  server,
-		cfg:     yamuxConfig(opts, server),
 		log:     opts.Logger,
 		acceptq: make(chan acceptedStream),
 		wg:      wg,
 		pace:    pace,
 	}
+	s.peerStreams = peerStreams // before addLane, which reads it
+	s.cfg = yamuxConfig(opts, server, &s.peerRefused)
 	s.firstDead.Store(-1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	l, err := s.addLane(ch)
@@ -115,7 +122,11 @@ func (s *sshSession) addLane(ch ssh.Channel) (*lane, error) {
 	if s.server {
 		open = yamux.Server
 	}
-	ymx, err := open(newChannelConn(ch, s.conn, s.pace, &l.carried, func() { s.firstDead.CompareAndSwap(-1, l.idx) }), s.cfg)
+	cc := newChannelConn(ch, s.conn, s.pace, &l.carried, func() { s.firstDead.CompareAndSwap(-1, l.idx) })
+	if s.server {
+		cc.gate = &peerStreamGate{lane: l.idx, limit: s.peerStreams, opened: &s.peerOpened, refused: &s.peerRefused}
+	}
+	ymx, err := open(cc, s.cfg)
 	if err != nil {
 		ch.Close()
 		return nil, fmt.Errorf("start yamux: %w", err)

@@ -17,8 +17,9 @@ import (
 )
 
 // yamuxConfig is the yamux configuration of every lane, on the relay
-// (server) or on the node.
-func yamuxConfig(opts Options, server bool) *yamux.Config {
+// (server) or on the node. quiet, once set, sends yamux's log lines to
+// Debug (yamuxLogger); nil for never.
+func yamuxConfig(opts Options, server bool, quiet *atomic.Bool) *yamux.Config {
 	// AcceptBacklog sizes two things: the queue of streams the peer opened
 	// and this side has not accepted yet (a slice of pointers allocated with
 	// the session), and how many streams this side may have opened that the
@@ -27,7 +28,9 @@ func yamuxConfig(opts Options, server bool) *yamux.Config {
 	// control stream but opens the forwarded streams, and a peer
 	// acknowledges each within a round trip, so 128 in flight per lane
 	// (8 lanes) are ample. The node's 8 KiB queue would be a tenth of the
-	// relay's memory per idle playnode.
+	// relay's memory per idle playnode. On the relay the queue never holds
+	// more than the control stream: the node may open no other
+	// (SSHServerConfig.MaxPeerStreams, sshgate.go).
 	backlog := nodeAcceptBacklog
 	if server {
 		backlog = relayAcceptBacklog
@@ -44,7 +47,7 @@ func yamuxConfig(opts Options, server bool) *yamux.Config {
 		MaxStreamWindowSize:    yamuxWindow(opts.StreamWindow),
 		StreamOpenTimeout:      streamOpenTimeout,
 		StreamCloseTimeout:     streamCloseTimeout,
-		Logger:                 yamuxLogger{opts.Logger},
+		Logger:                 yamuxLogger{opts.Logger, quiet},
 	}
 }
 
@@ -143,8 +146,15 @@ func (e deadlineError) Temporary() bool { return true }
 func (e deadlineError) Unwrap() []error { return []error{e.err, os.ErrDeadlineExceeded} }
 
 // yamuxLogger routes yamux's log lines to slog. yamux prefixes its lines
-// with a level ("[ERR] yamux: ..."); errors and warnings go out at Warn.
-type yamuxLogger struct{ log *slog.Logger }
+// with a level ("[ERR] yamux: ..."); errors and warnings go out at Warn,
+// until quiet is set: a relay session whose node opened a stream it may
+// not (sshgate.go) ends with yamux logging the read error, and the relay
+// reports that end itself, rate-limited, so an authorized key cannot buy
+// an unthrottled Warn line per connection.
+type yamuxLogger struct {
+	log   *slog.Logger
+	quiet *atomic.Bool // nil: never
+}
 
 func (l yamuxLogger) Print(v ...any)                 { l.emit(fmt.Sprint(v...)) }
 func (l yamuxLogger) Printf(format string, v ...any) { l.emit(fmt.Sprintf(format, v...)) }
@@ -152,7 +162,7 @@ func (l yamuxLogger) Println(v ...any)               { l.emit(fmt.Sprintln(v...)
 
 func (l yamuxLogger) emit(line string) {
 	level := slog.LevelDebug
-	if strings.HasPrefix(line, "[ERR]") || strings.HasPrefix(line, "[WARN]") {
+	if (l.quiet == nil || !l.quiet.Load()) && (strings.HasPrefix(line, "[ERR]") || strings.HasPrefix(line, "[WARN]")) {
 		level = slog.LevelWarn
 	}
 	l.log.Log(context.Background(), level, "yamux", "err", strings.TrimSpace(line))

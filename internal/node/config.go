@@ -4,6 +4,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,19 @@ func ParseService(s string) (Service, error) {
 	return Service{Name: name, Addr: net.JoinHostPort(host, port)}, nil
 }
 
+// ParseServices parses each of specs with ParseService.
+func ParseServices(specs []string) ([]Service, error) {
+	out := make([]Service, 0, len(specs))
+	for _, s := range specs {
+		svc, err := ParseService(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, svc)
+	}
+	return out, nil
+}
+
 // Defaults of Config, declared once: cmd/node's flags show them.
 const (
 	DefaultKeepalive  = mux.DefaultKeepalive
@@ -62,13 +76,31 @@ const (
 	// DefaultRefusedRetry caps the wait while the relay refuses the node
 	// for a reason only its operator can change.
 	DefaultRefusedRetry = 2 * time.Minute
+	// DefaultPreferFirstAfter is how long a node stays on a relay that is
+	// not its first before it checks whether an earlier one is back.
+	DefaultPreferFirstAfter = 5 * time.Minute
 )
 
 // Config is everything Run needs; cmd/node fills it from flags and the
 // config file.
 type Config struct {
-	// Relay is the relay's HOST:PORT.
+	// Relay is the relay's HOST:PORT, for a node of one relay; New puts it
+	// first in Relays.
 	Relay string
+	// Relays are the relays' HOST:PORT in order of preference: the node
+	// fails over from one to the next and returns to an earlier one after
+	// PreferFirstAfter (failover.go). A HOST that resolves to several
+	// addresses counts as several relays, resolved again at every attempt.
+	Relays []string
+	// LookupHost resolves a relay's HOST; default net.DefaultResolver's.
+	// It is called for several relays at once.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
+	// PreferFirstAfter is how long the node stays connected to a relay
+	// that is not its first before it probes the earlier ones, and then
+	// the least time between two probes; 0 turns that off (the node stays
+	// where it is until its session ends). cmd/node's flag defaults to
+	// DefaultPreferFirstAfter.
+	PreferFirstAfter time.Duration
 	// Fingerprint pins the relay's host key ("SHA256:...").
 	Fingerprint string
 	// Fingerprints pins more host keys, any of which the relay may present
@@ -121,11 +153,8 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
-	if c.Relay == "" {
-		return errors.New("no relay address given (--relay HOST:PORT)")
-	}
-	if _, _, err := net.SplitHostPort(c.Relay); err != nil {
-		return fmt.Errorf("relay address %q: %v", c.Relay, err)
+	if err := c.setRelays(); err != nil {
+		return err
 	}
 	if c.KeyFile == "" {
 		return errors.New("no key file given (--key FILE; create one with paradigm-node keygen)")
@@ -194,4 +223,39 @@ func (c *Config) setDefaults() error {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c.setLimits()
+}
+
+// setRelays puts Relay first in Relays and checks every address.
+func (c *Config) setRelays() error {
+	if c.Relay != "" && !slices.Contains(c.Relays, c.Relay) {
+		c.Relays = append([]string{c.Relay}, c.Relays...)
+	}
+	if len(c.Relays) == 0 {
+		return errors.New("no relay address given (--relay HOST:PORT)")
+	}
+	if len(c.Relays) > MaxRelays {
+		return fmt.Errorf("%d relays given, at most %d are tried", len(c.Relays), MaxRelays)
+	}
+	seen := map[string]bool{}
+	for _, r := range c.Relays {
+		host, _, err := net.SplitHostPort(r)
+		if err != nil {
+			return fmt.Errorf("relay address %q: %v", r, err)
+		}
+		if host == "" {
+			return fmt.Errorf("relay address %q: empty host", r)
+		}
+		if seen[r] {
+			return fmt.Errorf("relay %q given twice", r)
+		}
+		seen[r] = true
+	}
+	c.Relay = c.Relays[0]
+	if c.LookupHost == nil {
+		c.LookupHost = net.DefaultResolver.LookupHost
+	}
+	if c.PreferFirstAfter < 0 {
+		return fmt.Errorf("prefer-first-after %v: want 0 (off) or more", c.PreferFirstAfter)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -87,7 +88,7 @@ type Kind uint8
 
 const (
 	KindString   Kind = iota // any text, one line per key
-	KindList                 // any text, the key may repeat (service)
+	KindList                 // any text, the key may repeat (service, relay, fingerprint)
 	KindDuration             // a Go duration: 10s, 1m30s
 	KindBool                 // true or false
 	KindInt                  // a whole number
@@ -96,7 +97,8 @@ const (
 // ParseConfigFile reads a node config file as ReadConfigFile does and checks
 // each setting against keys, the keys the file may hold (the long names of
 // `paradigm-node run` flags) and their kinds: an unknown key, a key given
-// twice (unless it is a KindList), and a value its kind does not take are
+// twice (unless it is a KindList: each line adds to the list, and a value
+// may hold several, comma-separated, as the flag does), and a value its kind does not take are
 // errors naming file:line and the form wanted.
 func ParseConfigFile(path string, keys map[string]Kind) ([]Setting, error) {
 	settings, err := ReadConfigFile(path)
@@ -110,7 +112,7 @@ func ParseConfigFile(path string, keys map[string]Kind) ([]Setting, error) {
 			return nil, fmt.Errorf("%s:%d: unknown setting %q", path, s.Line, s.Key)
 		}
 		if line, ok := first[s.Key]; ok && kind != KindList {
-			return nil, fmt.Errorf("%s:%d: %s given twice, first on line %d; only service may repeat", path, s.Line, s.Key, line)
+			return nil, fmt.Errorf("%s:%d: %s given twice, first on line %d; only %s may repeat", path, s.Line, s.Key, line, listKeys(keys))
 		}
 		first[s.Key] = s.Line
 		if err := checkValue(kind, s.Value); err != nil {
@@ -118,6 +120,18 @@ func ParseConfigFile(path string, keys map[string]Kind) ([]Setting, error) {
 		}
 	}
 	return settings, nil
+}
+
+// listKeys names the keys that may repeat, for an error message.
+func listKeys(keys map[string]Kind) string {
+	var names []string
+	for k, kind := range keys {
+		if kind == KindList {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }
 
 // checkValue reports whether v is a value of kind, saying the form wanted

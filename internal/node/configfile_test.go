@@ -11,8 +11,8 @@ import (
 // testKeys are the kinds of the keys of `paradigm-node run` that the tests
 // use (cmd/node derives the real map from its flags).
 var testKeys = map[string]Kind{
-	"relay":              KindString,
-	"fingerprint":        KindString,
+	"relay":              KindList,
+	"fingerprint":        KindList,
 	"name":               KindString,
 	"key":                KindString,
 	"log-level":          KindString,
@@ -76,7 +76,7 @@ func TestParseConfigFileErrors(t *testing.T) {
 		name, content, want string
 	}{
 		{"unknown key", "relay = x:1\n\nrelay-port = 4422\n", `:3: unknown setting "relay-port"`},
-		{"twice", "relay = x:1\nname = a\n# c\nrelay = y:2\n", ":4: relay given twice, first on line 1"},
+		{"twice", "name = a\nrelay = x:1\n# c\nname = b\n", ":4: name given twice, first on line 1; only fingerprint, relay, service may repeat"},
 		{"twice with comment", "keepalive = 5s # a\nkeepalive = 6s\n", ":2: keepalive given twice, first on line 1"},
 		{"bare number", "keepalive = 10\n", `:1: keepalive: "10" is not a duration, write 10s`},
 		{"bare number commented", "backoff-max = 30   # seconds\n", `:1: backoff-max: "30" is not a duration, write 30s`},

@@ -79,11 +79,11 @@ func TestLearnHostKeys(t *testing.T) {
 	}
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(next.PublicKey())))
 	remote := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4422}
-	if learnedHostKey(&n.cfg, remote, next.PublicKey()) {
+	if learnedHostKey(&n.cfg, cfg.Relay, remote, next.PublicKey()) {
 		t.Fatal("trusted before it was announced")
 	}
-	n.learnHostKeys(&proto.HostKeys{Next: []string{line, "ssh-rsa AAAA garbage"}})
-	n.learnHostKeys(&proto.HostKeys{Next: []string{line}})
+	n.learnHostKeys(&proto.HostKeys{Next: []string{line, "ssh-rsa AAAA garbage"}}, cfg.Relay)
+	n.learnHostKeys(&proto.HostKeys{Next: []string{line}}, cfg.Relay)
 	data, err := os.ReadFile(cfg.KeyFile + ".known_hosts")
 	if err != nil {
 		t.Fatal(err)
@@ -91,11 +91,11 @@ func TestLearnHostKeys(t *testing.T) {
 	if got := strings.Count(string(data), "ssh-ed25519"); got != 1 {
 		t.Fatalf("recorded %d keys:\n%s\nwant 1", got, data)
 	}
-	if !learnedHostKey(&n.cfg, remote, next.PublicKey()) {
+	if !learnedHostKey(&n.cfg, cfg.Relay, remote, next.PublicKey()) {
 		t.Fatal("the announced key is not trusted")
 	}
 	other, _ := identity.GenerateKey(filepath.Join(dir, "other"), "other")
-	if learnedHostKey(&n.cfg, remote, other.PublicKey()) {
+	if learnedHostKey(&n.cfg, cfg.Relay, remote, other.PublicKey()) {
 		t.Fatal("a key never announced is trusted")
 	}
 	many := make([]string, proto.MaxHostKeys+1)
@@ -103,7 +103,7 @@ func TestLearnHostKeys(t *testing.T) {
 		k, _ := identity.GenerateKey(filepath.Join(dir, "k"+strconv.Itoa(i)), "k")
 		many[i] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k.PublicKey())))
 	}
-	n.learnHostKeys(&proto.HostKeys{Next: many})
+	n.learnHostKeys(&proto.HostKeys{Next: many}, cfg.Relay)
 	if data2, _ := os.ReadFile(cfg.KeyFile + ".known_hosts"); string(data2) != string(data) {
 		t.Fatal("more than MaxHostKeys keys were recorded")
 	}

@@ -3,11 +3,13 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +31,9 @@ type Node struct {
 	quicKey  ed25519.PrivateKey // nil when the transport is ssh
 	chooser  transportChooser
 	streams  *streamLimit
+	// attempted, when set (by tests), is called with each candidate
+	// before Run tries it.
+	attempted func(candidate)
 }
 
 // New validates cfg and loads the node's key.
@@ -68,46 +73,90 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Run connects to the relay and reconnects forever, with exponential backoff
-// and jitter capped at BackoffMax, until ctx is cancelled; it then returns
-// nil.
+// Run connects to the relays and reconnects forever, failing over from one
+// to the next as failover.go describes, with exponential backoff and jitter
+// capped at BackoffMax, until ctx is cancelled; it then returns nil.
 func (n *Node) Run(ctx context.Context) error {
-	n.log.Info("node starting", "relay", n.cfg.Relay, "key_fingerprint", identity.Fingerprint(n.key.PublicKey()), "services", len(n.services), "procs", runtime.GOMAXPROCS(0))
-	b := backoff{max: n.cfg.BackoffMax}
-	// While the relay refuses this node for a reason only its operator can
-	// change, the wait grows the same way but up to RefusedRetry: the first
-	// retries are quick (an authorize typed just after the node started
-	// takes effect at once), later ones minutes apart.
-	refused := backoff{max: n.cfg.RefusedRetry}
+	n.log.Info("node starting", "relay", strings.Join(n.cfg.Relays, ","), "key_fingerprint", identity.Fingerprint(n.key.PublicKey()), "services", len(n.services), "procs", runtime.GOMAXPROCS(0))
+	// While the relays refuse this node for a reason only their operator
+	// can change, the wait grows the same way but up to RefusedRetry: the
+	// first retries are quick (an authorize typed just after the node
+	// started takes effect at once), later ones minutes apart.
+	rot := newRotation(n.cfg.BackoffMax, n.cfg.RefusedRetry)
+	var last candidate // the relay of the last session, for the move line
+	var lastErr error
 	for attempt := 1; ; attempt++ {
+		cands := n.candidates(ctx)
+		i := rot.pick(cands)
+		c := cands[i]
+		if n.attempted != nil {
+			n.attempted(c)
+		}
 		start := time.Now()
-		welcomed, err := n.connect(ctx)
+		welcomed, err := n.connect(ctx, c, i, func() {
+			if last.name != "" && last.key() != c.key() {
+				n.log.Info("moved to another relay", "relay", c.name, "remote", c.addr, "from", last.name, "from_remote", last.addr, "reason", errText(lastErr))
+			}
+			last = c
+		})
 		if ctx.Err() != nil {
 			return nil
 		}
-		// A session that worked for a while starts the backoff afresh; one
-		// that was refused or dropped at once keeps growing it, so a
-		// misconfigured node does not hammer the relay.
-		if welcomed && time.Since(start) > stableSession {
-			b.reset()
+		if welcomed {
+			lastErr = err // why the node left last's session
+		}
+		res := classify(welcomed, time.Since(start), err)
+		delay, roundOver := rot.done(cands, i, res)
+		// A session that worked for a while starts the count afresh; one
+		// that was refused or dropped at once keeps growing the backoff,
+		// so a misconfigured node does not hammer the relays.
+		if res.stable {
 			attempt = 1
 		}
-		var delay time.Duration
-		var hint []any
-		if code, slow := slowRetry(err); slow {
-			delay = refused.next()
-			hint = n.refusedHint(code)
-		} else {
-			refused.reset()
-			delay = b.next()
+		if res.moveTo != nil { // not a failure: Info
+			n.log.Info("disconnected from relay", "relay", c.name, "remote", c.addr, "err", err, "retry_in", "0s")
+			continue
 		}
-		n.log.Warn("disconnected from relay", append([]any{"err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String()}, hint...)...)
+		attrs := []any{"relay", c.name, "remote", c.addr, "err", err, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String()}
+		if roundOver && len(cands) > 1 {
+			attrs = append(attrs, "all_relays_failed", true)
+		}
+		if res.slow {
+			attrs = append(attrs, n.refusedHint(slowCode(err))...)
+		}
+		n.log.Warn("disconnected from relay", attrs...)
+		if delay == 0 {
+			continue
+		}
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// classify says how an attempt that lasted lasted and ended with err went.
+func classify(welcomed bool, lasted time.Duration, err error) attemptResult {
+	res := attemptResult{welcomed: welcomed, stable: welcomed && lasted > stableSession}
+	_, res.slow = slowRetry(err)
+	var mb *errMoveBack
+	if errors.As(err, &mb) {
+		res.moveTo = &mb.to
+	}
+	return res
+}
+
+func slowCode(err error) proto.RefuseCode {
+	code, _ := slowRetry(err)
+	return code
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // stableSession is how long a session must last for the next reconnect to
@@ -130,12 +179,17 @@ func (b *backoff) next() time.Duration {
 
 func (b *backoff) reset() { b.d = 0 }
 
-// connect runs one session: dial, handshake, hello, then serve streams until
-// the link dies. welcomed reports whether the relay accepted the hello.
-func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
+// connect runs one session with candidate c, cands[index] of its attempt:
+// dial, handshake, hello, then serve streams until the link dies or an
+// earlier relay answers a probe (errMoveBack). welcomed reports whether the
+// relay accepted the hello; onWelcome runs then, before anything else.
+func (n *Node) connect(ctx context.Context, c candidate, index int, onWelcome func()) (welcomed bool, err error) {
+	if c.err != nil {
+		return false, c.err
+	}
 	hsCtx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
 	defer cancel()
-	sess, transport, err := n.dial(hsCtx)
+	sess, transport, err := n.dial(hsCtx, c)
 	if err != nil {
 		return false, err
 	}
@@ -144,10 +198,11 @@ func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("open control stream: %w", err)
 	}
-	if err := n.greet(hsCtx, ctrl, transport); err != nil {
+	if err := n.greet(hsCtx, ctrl, c, transport); err != nil {
 		return false, err
 	}
 	cancel()
+	onWelcome()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -155,15 +210,31 @@ func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ended <- n.control(ctrl)
+		ended <- n.control(ctrl, c.name)
 		sess.Close()
 	}()
+	var moveTo *candidate // set before the session closes for it
+	if index > 0 && n.cfg.PreferFirstAfter > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			earlier := func() []candidate { return n.earlierThan(sess.Context(), c) }
+			if to, ok := preferFirst(sess.Context(), n.cfg.PreferFirstAfter, earlier, n.probe); ok {
+				moveTo = &to
+				sess.Close()
+			}
+		}()
+	}
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
 	for {
 		st, err := sess.AcceptStream(ctx)
 		if err != nil {
 			sess.Close()
+			wg.Wait() // the prober has ended: moveTo is final
+			if moveTo != nil {
+				return true, &errMoveBack{to: *moveTo}
+			}
 			select {
 			case cerr := <-ended:
 				if cerr != nil {
@@ -185,7 +256,7 @@ func (n *Node) connect(ctx context.Context) (welcomed bool, err error) {
 }
 
 // greet sends the hello and waits for the relay's welcome or refusal.
-func (n *Node) greet(ctx context.Context, ctrl mux.Stream, transport string) error {
+func (n *Node) greet(ctx context.Context, ctrl mux.Stream, c candidate, transport string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		ctrl.SetDeadline(dl)
 		defer ctrl.SetDeadline(time.Time{})
@@ -214,7 +285,7 @@ func (n *Node) greet(ctx context.Context, ctrl mux.Stream, transport string) err
 	}
 	switch m := m.(type) {
 	case *proto.Welcome:
-		n.logWelcome("connected to relay", m, "transport", transport)
+		n.logWelcome("connected to relay", c.name, m, "remote", c.addr, "transport", transport)
 		return nil
 	case *proto.Refuse:
 		return m
@@ -225,7 +296,7 @@ func (n *Node) greet(ctx context.Context, ctrl mux.Stream, transport string) err
 
 // control reads the relay's later messages: portalias updates and the
 // refusal that ends a session (replaced, revoked, shutting down).
-func (n *Node) control(ctrl mux.Stream) error {
+func (n *Node) control(ctrl mux.Stream, relay string) error {
 	for {
 		m, err := proto.ReadMessage(ctrl)
 		if err != nil {
@@ -233,19 +304,19 @@ func (n *Node) control(ctrl mux.Stream) error {
 		}
 		switch m := m.(type) {
 		case *proto.Welcome:
-			n.logWelcome("portaliases updated", m)
+			n.logWelcome("portaliases updated", relay, m)
 		case *proto.Refuse:
 			return m
 		case *proto.HostKeys:
-			n.learnHostKeys(m) // rotation.go
+			n.learnHostKeys(m, relay) // rotation.go
 		default:
 			return fmt.Errorf("relay sent unexpected %T", m)
 		}
 	}
 }
 
-func (n *Node) logWelcome(msg string, w *proto.Welcome, extra ...any) {
-	attrs := append([]any{"relay", n.cfg.Relay}, extra...)
+func (n *Node) logWelcome(msg, relay string, w *proto.Welcome, extra ...any) {
+	attrs := append([]any{"relay", relay}, extra...)
 	got := map[string]bool{}
 	for _, p := range w.Portaliases {
 		attrs = append(attrs, p.Service, p.Portalias)

@@ -124,6 +124,17 @@ func TestConfigValidation(t *testing.T) {
 		{"64 services", func(c *Config) { c.Services = many[:proto.MaxServices] }, ""},
 		{"no relay", func(c *Config) { c.Relay = "" }, "no relay address"},
 		{"relay without port", func(c *Config) { c.Relay = "relay.example" }, "missing port"},
+		{"relays only", func(c *Config) { c.Relay, c.Relays = "", []string{"a.example:1", "b.example:1"} }, ""},
+		{"second relay without port", func(c *Config) { c.Relays = []string{"b.example"} }, `relay address "b.example"`},
+		{"relay without host", func(c *Config) { c.Relays = []string{":4422"} }, "empty host"},
+		{"relay and relays", func(c *Config) { c.Relays = []string{"relay.example:4422"}; c.Relay = "x.example:1" }, ""},
+		{"relay twice in the list", func(c *Config) { c.Relays = []string{"b.example:1", "b.example:1"} }, `"b.example:1" given twice`},
+		{"too many relays", func(c *Config) {
+			for i := range MaxRelays {
+				c.Relays = append(c.Relays, fmt.Sprintf("r%d.example:1", i))
+			}
+		}, "at most 16"},
+		{"negative prefer-first-after", func(c *Config) { c.PreferFirstAfter = -time.Second }, "prefer-first-after"},
 		{"no key", func(c *Config) { c.KeyFile = "" }, "no key file"},
 		{"key missing", func(c *Config) { c.KeyFile = filepath.Join(t.TempDir(), "nokey") }, "no such file"},
 		{"no name", func(c *Config) { c.Name = "" }, "playnode name is empty"},

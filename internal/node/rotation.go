@@ -22,7 +22,7 @@ func learnedHostsFile(cfg *Config) string { return cfg.KeyFile + ".known_hosts" 
 
 // learnedHostKey reports whether key is one the relay announced as its
 // next host key.
-func learnedHostKey(cfg *Config, remote net.Addr, key ssh.PublicKey) bool {
+func learnedHostKey(cfg *Config, relay string, remote net.Addr, key ssh.PublicKey) bool {
 	path := learnedHostsFile(cfg)
 	if _, err := os.Stat(path); err != nil {
 		return false
@@ -31,12 +31,13 @@ func learnedHostKey(cfg *Config, remote net.Addr, key ssh.PublicKey) bool {
 	if err != nil {
 		return false
 	}
-	return check(knownhosts.Normalize(cfg.Relay), remote, key) == nil
+	return check(knownhosts.Normalize(relay), remote, key) == nil
 }
 
-// learnHostKeys records the relay's next host keys beside the node key.
+// learnHostKeys records the next host keys that relay (HOST:PORT as
+// configured) announced beside the node key, under its name.
 // Only ed25519 keys, at most proto.MaxHostKeys, each once.
-func (n *Node) learnHostKeys(m *proto.HostKeys) {
+func (n *Node) learnHostKeys(m *proto.HostKeys, relay string) {
 	if len(m.Next) > proto.MaxHostKeys {
 		n.log.Warn("relay announced too many next host keys, ignored", "keys", len(m.Next), "limit", proto.MaxHostKeys)
 		return
@@ -54,7 +55,7 @@ func (n *Node) learnHostKeys(m *proto.HostKeys) {
 			n.log.Warn("relay announced a next host key that is not an ed25519 key, ignored")
 			continue
 		}
-		entry := knownhosts.Line([]string{knownhosts.Normalize(n.cfg.Relay)}, key) + "\n"
+		entry := knownhosts.Line([]string{knownhosts.Normalize(relay)}, key) + "\n"
 		if bytes.Contains(data, []byte(entry)) {
 			continue
 		}

@@ -45,19 +45,19 @@ func (c *transportChooser) result(quicOK bool, now time.Time) {
 	}
 }
 
-// dial opens an authenticated session to the relay with the configured
-// transport, returning the transport used.
-func (n *Node) dial(ctx context.Context) (mux.Session, string, error) {
+// dial opens an authenticated session to relay candidate c with the
+// configured transport, returning the transport used.
+func (n *Node) dial(ctx context.Context, c candidate) (mux.Session, string, error) {
 	switch n.cfg.Transport {
 	case TransportQUIC:
-		s, err := n.dialQUIC(ctx, n.cfg.HandshakeTimeout)
+		s, err := n.dialQUIC(ctx, c, n.cfg.HandshakeTimeout)
 		return s, TransportQUIC, err
 	case TransportAuto:
 		if !n.chooser.useQUIC(time.Now()) {
-			s, err := n.dialSSH(ctx)
+			s, err := n.dialSSH(ctx, c)
 			return s, TransportSSH, err
 		}
-		s, err := n.dialQUIC(ctx, min(quicProbeTimeout, n.cfg.HandshakeTimeout))
+		s, err := n.dialQUIC(ctx, c, min(quicProbeTimeout, n.cfg.HandshakeTimeout))
 		if err == nil {
 			n.chooser.result(true, time.Now())
 			return s, TransportQUIC, nil
@@ -65,8 +65,8 @@ func (n *Node) dial(ctx context.Context) (mux.Session, string, error) {
 		if ctx.Err() != nil || errors.Is(err, ErrHostKey) {
 			return nil, TransportQUIC, err
 		}
-		n.log.Warn("quic to relay failed, falling back to ssh", "err", err, "retry_quic_in", quicRetryInterval.String())
-		s, err = n.dialSSH(ctx)
+		n.log.Warn("quic to relay failed, falling back to ssh", "relay", c.name, "err", err, "retry_quic_in", quicRetryInterval.String())
+		s, err = n.dialSSH(ctx, c)
 		if err == nil {
 			// Only SSH getting through while QUIC did not says UDP is
 			// blocked: a relay that is down, restarting or untrusted fails
@@ -75,38 +75,38 @@ func (n *Node) dial(ctx context.Context) (mux.Session, string, error) {
 		}
 		return s, TransportSSH, err
 	default:
-		s, err := n.dialSSH(ctx)
+		s, err := n.dialSSH(ctx, c)
 		return s, TransportSSH, err
 	}
 }
 
-func (n *Node) dialSSH(ctx context.Context) (mux.Session, error) {
+func (n *Node) dialSSH(ctx context.Context, c candidate) (mux.Session, error) {
 	d := net.Dialer{KeepAlive: n.cfg.Keepalive}
-	conn, err := d.DialContext(ctx, "tcp", n.cfg.Relay)
+	conn, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial relay: %w", err)
+		return nil, fmt.Errorf("dial relay %s: %w", c.name, err)
 	}
 	s, err := mux.DialSSH(ctx, conn, &mux.SSHClientConfig{
 		Key:              n.key,
 		User:             n.enrollUser(),
 		HostKeyCallback:  n.hostKey,
-		Addr:             n.cfg.Relay,
+		Addr:             c.name,
 		HandshakeTimeout: n.cfg.HandshakeTimeout,
 		Options:          n.muxOptions(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to relay %s: %w", n.cfg.Relay, err)
+		return nil, fmt.Errorf("connect to relay %s: %w", c.name, err)
 	}
 	return s, nil
 }
 
-func (n *Node) dialQUIC(ctx context.Context, timeout time.Duration) (mux.Session, error) {
+func (n *Node) dialQUIC(ctx context.Context, c candidate, timeout time.Duration) (mux.Session, error) {
 	if n.quicKey == nil {
 		return nil, errors.New("quic needs an ed25519 node key")
 	}
-	raddr, err := net.ResolveUDPAddr("udp", n.cfg.Relay)
+	raddr, err := net.ResolveUDPAddr("udp", c.addr)
 	if err != nil {
-		return nil, fmt.Errorf("resolve relay %s: %w", n.cfg.Relay, err)
+		return nil, fmt.Errorf("resolve relay %s: %w", c.name, err)
 	}
 	pconn, err := net.ListenUDP("udp", nil)
 	if err != nil {
@@ -116,12 +116,12 @@ func (n *Node) dialQUIC(ctx context.Context, timeout time.Duration) (mux.Session
 		Key:              n.quicKey,
 		User:             n.enrollUser(),
 		HostKeyCallback:  n.hostKey,
-		Addr:             n.cfg.Relay,
+		Addr:             c.name,
 		HandshakeTimeout: timeout,
 		Options:          n.muxOptions(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to relay %s over quic: %w", n.cfg.Relay, err)
+		return nil, fmt.Errorf("connect to relay %s over quic: %w", c.name, err)
 	}
 	return s, nil
 }

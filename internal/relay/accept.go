@@ -101,6 +101,8 @@ func (r *Relay) acceptSSH(ctx context.Context, conn net.Conn, deadline time.Time
 		HostKey:          r.hostKey,
 		Authorize:        r.authorize,
 		HandshakeTimeout: r.cfg.HandshakeTimeout,
+		MaxPeerStreams:   1, // the control stream: a node opens no other
+		PeerStreams:      peerStreams,
 		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
 	})
 }
@@ -121,6 +123,7 @@ func (r *Relay) listenQUIC() error {
 		HandshakeTimeout: r.cfg.HandshakeTimeout,
 		Admit:            r.admitQUIC,
 		Throttle:         r.throttle,
+		MaxPeerStreams:   1, // the control stream: a node opens no other
 		Options:          mux.Options{Keepalive: r.cfg.Keepalive, Logger: r.log},
 	})
 	if err != nil {
@@ -179,4 +182,14 @@ func safeUser(user string) string {
 		return "NAME"
 	}
 	return user
+}
+
+// peerStreams is how many streams a peer may open: a playnode its control
+// stream, another relay of the cluster one per connection it forwards here
+// (each then bounded by its playnode's --max-streams-per-node; mesh.go).
+func peerStreams(peer string) int {
+	if peer == meshPeer {
+		return 0 // no limit but yamux's accept backlog, which serveMesh drains
+	}
+	return 1
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"paradigm/internal/store"
 
 	"paradigm/internal/proto"
 )
@@ -36,3 +37,12 @@ func (r *Relay) PortRange() (low, high uint16) { return r.cfg.PortLow, r.cfg.Por
 
 // DataDir is the relay's data folder.
 func (r *Relay) DataDir() string { return r.cfg.DataDir }
+
+// Store is where the relay keeps its portaliases: the data folder's file,
+// or the cluster's shared store.
+func (r *Relay) Store() store.Store { return r.store }
+
+// Site is where this relay's authorization lives: Config.Docs, or the flat
+// files in its data folder. The admin API's approve, reject and pending
+// list go through it.
+func (r *Relay) Site() Site { return Site{DataDir: r.cfg.DataDir, Docs: r.docs} }

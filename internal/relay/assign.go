@@ -20,17 +20,31 @@ import (
 // them, so it can be re-run. Services that get no port (range exhausted)
 // are left out and logged; the rest still work.
 func (r *Relay) assign(ctx context.Context, s *nodeSession) ([]proto.Portalias, error) {
-	r.applyMu.Lock()
+	missingIn := func(t *store.Table) []string { // by name: the lowest free port goes to the first
+		var missing []string
+		for _, name := range slices.Sorted(maps.Keys(s.services)) {
+			if _, ok := t.Lookup(s.playnode, name); !ok {
+				missing = append(missing, name)
+			}
+		}
+		return missing
+	}
+	// A reconnect: every service has its portalias, nothing to write, and
+	// no wait behind an assignment in progress (a slow or unreachable
+	// shared store).
+	if known := r.reg.currentTable(); len(missingIn(known)) == 0 {
+		return portaliasesOf(known, s.playnode, s.services), nil
+	}
+	if err := r.applyMu.LockCtx(ctx); err != nil {
+		if got := portaliasesOf(r.reg.currentTable(), s.playnode, s.services); len(got) > 0 {
+			return got, nil
+		}
+		return nil, &proto.Refuse{Code: proto.RefusePorts, Reason: "new portaliases wait for the relay's store; try again later"}
+	}
 	defer r.applyMu.Unlock()
 	known := r.reg.currentTable()
-	var missing []string // by name: the lowest free port goes to the first
-	for _, name := range slices.Sorted(maps.Keys(s.services)) {
-		if _, ok := known.Lookup(s.playnode, name); !ok {
-			missing = append(missing, name)
-		}
-	}
+	missing := missingIn(known)
 	if len(missing) == 0 {
-		// A reconnect: every service has its portalias, nothing to write.
 		return portaliasesOf(known, s.playnode, s.services), nil
 	}
 	owned := 0

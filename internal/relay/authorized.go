@@ -3,16 +3,18 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
-	"paradigm/internal/lockfile"
 	"paradigm/internal/proto"
 	"paradigm/internal/store"
 )
@@ -30,6 +32,52 @@ const authorizedHeader = `# paradigm-relay authorized nodes: one line per playno
 # syntax with the option playnode="NAME" binding the key to that playnode's name.
 # Delete a line to revoke a playnode; the running relay notices within seconds.
 `
+
+// Site is where a relay's authorization lives: the authorized playnodes
+// (AuthorizedFile), the enrollment tokens (TokensFile) and the pending list
+// (PendingFile). The operator's commands take one, whether or not a relay
+// runs; a running relay has its own (Relay.Site).
+//
+// Without Docs they are the flat files in DataDir, as they have always
+// been. With Docs from a shared store (etcdstore.Shared.Docs) they are the
+// cluster's: every relay on that store authorizes, enrolls and revokes from
+// the same documents, and a revocation written on any of them cuts the
+// playnode wherever it is connected.
+//
+// An update that changes several documents lists them in one order, the
+// order of the file locks: TokensFile, PendingFile, AuthorizedFile.
+type Site struct {
+	// DataDir is the relay's data folder: its status file (for Nodes) and,
+	// without Docs, the documents.
+	DataDir string
+	// Docs holds the documents; nil means the flat files in DataDir.
+	Docs store.Docs
+}
+
+// docs returns the documents of s.
+func (s Site) docs() store.Docs {
+	if s.Docs != nil {
+		return s.Docs
+	}
+	return fileDocs(s.DataDir, 0)
+}
+
+// fileDocs are the flat files in dataDir, polled every poll by Watch. The
+// token file holds hashes of secrets: it is created readable by its owner
+// only.
+func fileDocs(dataDir string, poll time.Duration) *store.FileDocs {
+	return &store.FileDocs{Dir: dataDir, PollInterval: poll, Modes: map[string]fs.FileMode{TokensFile: 0o600}}
+}
+
+// docTimeout bounds one operator command's read or update of the
+// documents beyond the store's own bounds (a file lock's wait, etcd's
+// timeout).
+const docTimeout = 30 * time.Second
+
+// docCtx is the context of an operator command's document access.
+func docCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), docTimeout)
+}
 
 // authorizedNode is one line of the authorized-nodes file.
 type authorizedNode struct {
@@ -100,65 +148,112 @@ func parseAuthorized(data []byte, name string) (*authorizedSet, error) {
 	return set, nil
 }
 
-// loadAuthorized reads the authorized-nodes file; a missing file is an
-// empty set (no playnode may connect yet).
-func loadAuthorized(path string) (*authorizedSet, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return parseAuthorized(nil, path)
-	}
+// readAuthorized reads the authorized-nodes document of d; a missing one
+// is an empty set (no playnode may connect yet). It returns the text too.
+func readAuthorized(ctx context.Context, d store.Docs) (*authorizedSet, []byte, error) {
+	data, err := d.Read(ctx, AuthorizedFile)
 	if err != nil {
-		return nil, fmt.Errorf("read authorized nodes: %w", err)
+		return nil, nil, fmt.Errorf("read authorized nodes: %w", err)
 	}
-	return parseAuthorized(data, path)
+	set, err := parseAuthorized(data, d.Where(AuthorizedFile))
+	return set, data, err
 }
 
 // ErrAlreadyAuthorized reports that Authorize found the same key already
 // bound to the same playnode: nothing to do.
 var ErrAlreadyAuthorized = errors.New("already authorized")
 
-// Authorize binds key to playnode in the authorized-nodes file at path,
-// refusing a malformed file, a key bound to another name and a name bound to
-// another key. It holds path.lock while it reads and rewrites the file
-// atomically, so concurrent calls do not lose each other's lines.
+// Authorize binds key to playnode in the authorized-nodes file at path: the
+// flat-file form of Site.Authorize, for a data folder without a shared
+// store.
 func Authorize(path, playnode string, key ssh.PublicKey, comment string) error {
+	d := fileDocs(filepath.Dir(path), 0)
+	return authorizeIn(d, filepath.Base(path), playnode, key, comment)
+}
+
+// Authorize binds key to playnode, refusing a malformed document, a key
+// bound to another name and a name bound to another key. Concurrent calls,
+// on this relay or another sharing the store, do not lose each other's
+// lines.
+func (s Site) Authorize(playnode string, key ssh.PublicKey, comment string) error {
+	return authorizeIn(s.docs(), AuthorizedFile, playnode, key, comment)
+}
+
+// AuthorizeNode binds the public key given as a line or a .pub file (arg)
+// to playnode, and returns what to tell the operator: the Site form of the
+// operator's `authorize`.
+func (s Site) AuthorizeNode(playnode, arg string) (string, error) {
+	key, comment, err := identity.ParsePublic(arg)
+	if err != nil {
+		return "", err
+	}
+	err = s.Authorize(playnode, key, comment)
+	if errors.Is(err, ErrAlreadyAuthorized) {
+		return err.Error(), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("authorized playnode %s with key %s", playnode, identity.Fingerprint(key)), nil
+}
+
+func authorizeIn(d store.Docs, name, playnode string, key ssh.PublicKey, comment string) error {
 	if err := proto.ValidateName("playnode", playnode); err != nil {
 		return err
 	}
 	if err := identity.CheckEd25519(key); err != nil {
 		return err
 	}
-	lock, err := lockfile.AcquireFor(path, "authorized nodes")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
+	ctx, cancel := docCtx()
+	defer cancel()
+	return d.Update(ctx, []string{name}, func(cur map[string][]byte) (map[string][]byte, error) {
+		data, err := addAuthorized(cur[name], d.Where(name), playnode, key, comment)
+		if err != nil {
+			return nil, err
+		}
+		return map[string][]byte{name: data}, nil
+	})
+}
 
-	data, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("read authorized nodes: %w", err)
-	}
-	set, err := parseAuthorized(data, path)
+// addAuthorized returns the authorized-nodes text data (at where) with a
+// line binding key to playnode appended; the rest stays byte for byte.
+func addAuthorized(data []byte, where, playnode string, key ssh.PublicKey, comment string) ([]byte, error) {
+	set, err := parseAuthorized(data, where)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if n, ok := set.byKey[string(key.Marshal())]; ok {
 		if n.playnode == playnode {
-			return fmt.Errorf("key %s for playnode %q: %w (%s:%d)", identity.Fingerprint(key), playnode, ErrAlreadyAuthorized, path, n.line)
+			return nil, fmt.Errorf("key %s for playnode %q: %w (%s:%d)", identity.Fingerprint(key), playnode, ErrAlreadyAuthorized, where, n.line)
 		}
-		return fmt.Errorf("key %s is already bound to playnode %q (%s:%d); one key per playnode", identity.Fingerprint(key), n.playnode, path, n.line)
+		return nil, fmt.Errorf("key %s is already bound to playnode %q (%s:%d); one key per playnode", identity.Fingerprint(key), n.playnode, where, n.line)
 	}
 	if n, ok := set.byName[playnode]; ok {
-		return fmt.Errorf("playnode %q is already bound to key %s (%s:%d); remove that line first to re-key it", playnode, identity.Fingerprint(n.key), path, n.line)
+		return nil, fmt.Errorf("playnode %q is already bound to key %s (%s:%d); remove that line first to re-key it", playnode, identity.Fingerprint(n.key), where, n.line)
 	}
-	if len(data) == 0 {
-		data = []byte(authorizedHeader)
-	} else if data[len(data)-1] != '\n' {
-		data = append(data, '\n')
+	out := slices.Clone(data)
+	if len(out) == 0 {
+		out = []byte(authorizedHeader)
+	} else if out[len(out)-1] != '\n' {
+		out = append(out, '\n')
 	}
 	if comment == "" {
 		comment = playnode
 	}
-	data = fmt.Appendf(data, "playnode=%q %s\n", playnode, identity.PublicLine(key, comment))
-	return store.WriteAtomic(path, data, 0o644)
+	return fmt.Appendf(out, "playnode=%q %s\n", playnode, identity.PublicLine(key, comment)), nil
+}
+
+// removeAuthorized returns data (at where) without playnode's line, and
+// that line's binding; the rest stays byte for byte.
+func removeAuthorized(data []byte, where, playnode string) ([]byte, authorizedNode, error) {
+	set, err := parseAuthorized(data, where)
+	if err != nil {
+		return nil, authorizedNode{}, err
+	}
+	n, ok := set.byName[playnode]
+	if !ok {
+		return nil, authorizedNode{}, fmt.Errorf("playnode %q is not in %s (see paradigm-relay nodes)", playnode, where)
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	return slices.Concat(slices.Concat(lines[:n.line-1]...), slices.Concat(lines[n.line:]...)), n, nil
 }

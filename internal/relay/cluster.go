@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -108,6 +110,7 @@ type presence struct {
 	cluster store.Cluster
 	log     *slog.Logger
 	lost    func(s *nodeSession, by store.Home) // a claim refused: a newer session is at home elsewhere
+	changed func(ok bool, why string)           // healthy changed
 
 	mu      sync.Mutex
 	todo    map[string]presenceOp // by playnode
@@ -127,8 +130,8 @@ type presenceOp struct {
 // its playnodes arrive at the others by the thousand.
 const presenceWorkers = 16
 
-func newPresence(c store.Cluster, log *slog.Logger, lost func(*nodeSession, store.Home)) *presence {
-	return &presence{cluster: c, log: log, lost: lost, todo: map[string]presenceOp{}, kick: make(chan struct{}, 1), why: "not joined yet", since: time.Now()}
+func newPresence(c store.Cluster, log *slog.Logger, lost func(*nodeSession, store.Home), changed func(bool, string)) *presence {
+	return &presence{cluster: c, log: log, lost: lost, changed: changed, todo: map[string]presenceOp{}, kick: make(chan struct{}, 1), why: "not joined yet", since: time.Now()}
 }
 
 // claim queues a claim of s's home.
@@ -186,6 +189,7 @@ func (p *presence) setHealthy(ok bool, why string) {
 	if !changed {
 		return
 	}
+	p.changed(ok, why)
 	if ok {
 		p.log.Info("cluster store reachable: presence of this relay's playnodes is up to date")
 	} else {
@@ -453,4 +457,36 @@ func parseMemberKey(line string) (ssh.PublicKey, error) {
 		return nil, err
 	}
 	return key, identity.CheckEd25519(key)
+}
+
+// clusterState is the cluster part of a Snapshot; nil when alone.
+func (r *Relay) clusterState() *ClusterState {
+	if r.cluster == nil {
+		return nil
+	}
+	ok, why, since := r.presence.state()
+	cs := &ClusterState{ID: r.cfg.Advertise, StoreOK: ok, StoreError: why, Since: since}
+	r.reg.mu.Lock()
+	cs.Members = slices.Sorted(maps.Keys(r.reg.members))
+	r.reg.mu.Unlock()
+	return cs
+}
+
+// ClusterID is this relay's id in its cluster, "" when it runs alone.
+func (r *Relay) ClusterID() string {
+	if r.cluster == nil {
+		return ""
+	}
+	return r.cfg.Advertise
+}
+
+// clusterStore records that the shared store became reachable (ok) or not.
+func (g *registry) clusterStore(ok bool, why string) {
+	defer g.publish()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ok {
+		why = ""
+	}
+	g.queue(Event{Kind: EventClusterStore, Reason: why})
 }

@@ -1,19 +1,23 @@
 package relay_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
+	"paradigm/internal/mux"
 	"paradigm/internal/node"
 	"paradigm/internal/relay"
+	"paradigm/internal/store"
 	"paradigm/internal/store/etcdstore"
 	"paradigm/internal/store/etcdstore/etcdtest"
 )
@@ -107,8 +111,10 @@ func TestClusterMesh(t *testing.T) {
 			t.Fatalf("relay %s shows portalias %d for pi echo, A assigned %d", r.cfg.Bind, got, port)
 		}
 	}
-	for _, r := range rs {
-		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+	for range 3 { // several connections over one mesh link
+		for _, r := range rs {
+			echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+		}
 	}
 
 	// The same playnode connects to B (it moved): B's session is newer,
@@ -157,4 +163,130 @@ func authorizeKey(t *testing.T, cfg relay.Config, name, keyFile string) (string,
 		t.Fatal(err)
 	}
 	return keyFile, key
+}
+
+// TestClusterEtcdOutage: etcd dies for longer than the relays' lease. No
+// session drops and every portalias keeps working, through the mesh too;
+// the relay says its cluster store is unreachable; a playnode that needs
+// a new portalias is admitted once etcd is back, and nothing assigned
+// before is lost or moved.
+func TestClusterEtcdOutage(t *testing.T) {
+	e := etcdtest.Start(t)
+	rs := clusterRelays(t, e, "outage", 2)
+	a, b := rs[0], rs[1]
+	var piKey, tvKey string
+	for _, r := range rs {
+		piKey, _ = authorizeKey(t, r.cfg, "pi", piKey)
+		tvKey, _ = authorizeKey(t, r.cfg, "tv", tvKey)
+	}
+	echo := echoServer(t)
+	startNode(t, a.nodeConfig(t, "pi", piKey, "echo="+echo))
+	port := waitOnline(t, a, "pi", 1)["echo"]
+	waitHome(t, b, "pi", clusterID(a), "echo")
+
+	_, sub := a.Subscribe(256)
+	defer sub.Close()
+	e.Kill()
+	waitState(t, a.Relay, "A reports its cluster store unreachable", func(s relay.Snapshot) bool {
+		return s.Cluster != nil && !s.Cluster.StoreOK
+	})
+	for _, r := range rs {
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+	}
+	// A new playnode cannot get a portalias now; it is admitted once etcd
+	// is back (it retries after its backoff).
+	startNode(t, a.nodeConfig(t, "tv", tvKey, "echo="+echo))
+	e.Restart()
+	tvPort := waitOnline(t, a, "tv", 1)["echo"]
+	waitState(t, a.Relay, "A reports its cluster store reachable again", func(s relay.Snapshot) bool {
+		return s.Cluster != nil && s.Cluster.StoreOK
+	})
+	waitHome(t, b, "tv", clusterID(a), "echo")
+	if got := waitHome(t, b, "pi", clusterID(a), "echo"); got != port {
+		t.Errorf("after the outage pi's portalias is %d, want %d", got, port)
+	}
+	if tvPort == port {
+		t.Errorf("tv got pi's portalias %d", port)
+	}
+	for _, r := range rs {
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(port))))
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(tvPort))))
+	}
+	for {
+		select {
+		case ev := <-sub.C:
+			if ev.Kind == relay.EventDown && ev.Playnode == "pi" {
+				t.Fatalf("pi's session dropped during the etcd outage: %+v", ev)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}
+
+// TestClusterAliasAndMirror: the operator's alias commands change the
+// shared store (given with --store), and refuse the data folder's file,
+// which is only the relay's mirror of it; every relay serves the moved
+// portalias; ls reads the mirror once the relay is gone.
+func TestClusterAliasAndMirror(t *testing.T) {
+	e := etcdtest.Start(t)
+	rs := clusterRelays(t, e, "alias", 2)
+	a, b := rs[0], rs[1]
+	var keyFile string
+	for _, r := range rs {
+		keyFile, _ = authorizeKey(t, r.cfg, "pi", keyFile)
+	}
+	startNode(t, a.nodeConfig(t, "pi", keyFile, "echo="+echoServer(t)))
+	old := waitOnline(t, a, "pi", 1)["echo"]
+	waitFor(t, "A to record its settings", func() bool {
+		_, running, _ := relay.List(a.cfg.DataDir)
+		return running
+	})
+	moved := old + 1
+	if moved > a.cfg.PortHigh {
+		moved = old - 1
+	}
+	set := store.Assignment{Playnode: "pi", Service: "echo", Portalias: moved}
+	err := relay.AliasSet(context.Background(), a.cfg.DataDir, nil, set, false)
+	if err == nil || !strings.Contains(err.Error(), "--store etcd://") {
+		t.Fatalf("alias set on a cluster relay's folder without --store: got %v, want an error asking for --store", err)
+	}
+	if err := relay.AliasSet(context.Background(), a.cfg.DataDir, a.cfg.Store, set, false); err != nil {
+		t.Fatalf("alias set with the shared store: %v", err)
+	}
+	for _, r := range []*testRelay{a, b} {
+		waitState(t, r.Relay, "pi echo moved on "+r.cfg.Bind, func(s relay.Snapshot) bool {
+			p, _ := s.Playnode("pi")
+			return len(p.Services) == 1 && p.Services[0].Portalias == moved && p.Services[0].State == relay.StateOnline
+		})
+		echoVia(t, net.JoinHostPort(r.cfg.Bind, strconv.Itoa(int(moved))))
+	}
+	a.stop(t)
+	rows, running, err := relay.List(a.cfg.DataDir)
+	if err != nil || running || len(rows) != 1 || rows[0].Portalias != moved {
+		t.Fatalf("ls of the stopped relay's folder: %+v, running %v, %v; want pi echo at %d from the mirror", rows, running, err, moved)
+	}
+}
+
+// TestProbeCounted: a node that authenticates and hangs up before its
+// hello (failover checking that a relay it prefers is up) is counted as a
+// probe, not as a failed handshake.
+func TestProbeCounted(t *testing.T) {
+	cfg := relayConfig(t)
+	_, key := authorize(t, cfg, "pi")
+	r := startRelay(t, cfg, node.TransportSSH)
+	conn, err := net.Dial("tcp", r.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := mux.DialSSH(context.Background(), conn, &mux.SSHClientConfig{Key: key, User: "pi", HostKeyCallback: ssh.FixedHostKey(r.HostKey())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.Close()
+	waitFor(t, "the probe counted", func() bool { return r.Snapshot().Counters.Probes == 1 })
+	if c := r.Snapshot().Counters; c.HandshakeFailed != 0 {
+		t.Errorf("a probe counted as a failed handshake: %+v", c)
+	}
 }

@@ -104,6 +104,11 @@ type Config struct {
 	// that implements store.Cluster (etcd) makes the relay one of a
 	// cluster (cluster.go, mesh.go).
 	Store store.Store
+	// Docs holds the authorized playnodes, the enrollment tokens and the
+	// pending list (see Site); nil means the flat files in DataDir, the
+	// authorized nodes checked for edits every ReloadInterval, at least
+	// four times a second.
+	Docs store.Docs
 	// Advertise is the address the other relays of a cluster dial to
 	// reach this one (its Listen port, at an address they can reach); it
 	// also names this relay in the cluster. Default: Listen, when that

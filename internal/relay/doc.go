@@ -24,6 +24,16 @@
 // The forwarding path on this side is three files: portalias.go (accept and
 // admit), forward.go (open the stream, header, status) and mux's splice.go.
 //
+// In a cluster (a store that implements store.Cluster, i.e. etcd):
+// cluster.go joins it (membership under a lease), applies what the other
+// relays report (members; each playnode's home, i.e. which relay holds its
+// newest session) to the registry, and writes this relay's own homes in
+// the background (presence: claims when a session starts, releases when it
+// ends, retried while the store is unreachable). mesh.go forwards a
+// connection to a playnode at home elsewhere one hop, over an SSH link to
+// its home relay; the home relay forwards a mesh stream only to its own
+// sessions.
+//
 // Around the core: enroll.go (a node with an enrollment token: tokens.go
 // holds the token file, pending.go the approval list), lifecycle.go (nodes,
 // revoke), hostkey.go (the next host key, announced to nodes), operator.go
@@ -45,6 +55,10 @@
 //     held across a network write and an idle playnode has no goroutine.
 //   - The store owns the assignments at rest; Watch reports every commit,
 //     ours included (apply is idempotent).
+//   - The registry also owns the cluster view: members (by id and host
+//     key) and each remote playnode's home. Only Join's goroutine changes
+//     it (clusterChanged); presence owns the queue of claims and releases
+//     and their writer; mesh owns the links to the other relays.
 //   - Relay.wg owns every goroutine the relay starts (accept loops,
 //     portalias listeners, forwarded connections, control senders, watchers)
 //     and every live session until its end is recorded; subWG owns the event
@@ -58,6 +72,9 @@
 //
 // File locks, taken in this order when more than one is needed (enrollment):
 // the token file, the pending list, authorized_nodes.
+//
+// presence.mu and mesh.mu are leaves: they guard their maps only; claims,
+// dials and closes happen outside them.
 //
 // registry.mu and eventBus.mu guard memory only: nothing under them blocks
 // on the network, a file or a channel. nodeSession.ctrlMu, streamLimit and

@@ -1,11 +1,9 @@
 package relay
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -125,119 +123,140 @@ func (r *Relay) firstMessage(ctrl mux.Stream, s *nodeSession) (*proto.Hello, err
 }
 
 // enroll binds s's key to e.Playnode with e.Token, or returns the Refuse to
-// send. Tokens, pending and authorized files are locked in that order.
+// send. The token's use, the pending list and the authorized nodes change
+// in one update of the three documents (locked in that order), so relays
+// sharing a store never spend one use twice.
 func (r *Relay) enroll(e *proto.Enroll, s *nodeSession) error {
 	remote := s.mux.RemoteAddr()
 	fp := identity.Fingerprint(s.key)
-	refuse := func(code proto.RefuseCode, reason string) error {
-		r.reg.enrollment(EventEnrollRefused, e.Playnode, remote.String(), fp, string(code))
-		r.throttle.Warn("enroll-refused", logthrottle.Source(remote), "enrollment refused", "playnode", e.Playnode, "fingerprint", fp, "code", string(code), "err", reason)
-		return &proto.Refuse{Code: code, Reason: reason}
-	}
 	if err := e.Validate(); err != nil {
-		return refuse(proto.RefuseProtocol, err.Error())
+		return r.enrollRefused(e, s, &proto.Refuse{Code: proto.RefuseProtocol, Reason: err.Error()})
 	}
-	if p, err := pendingOf(r.cfg.DataDir, s.key); err != nil {
-		return refuse(proto.RefuseProtocol, "the relay could not read its pending list")
-	} else if p != nil && p.State == StateRejected {
-		return refuse(proto.RefuseRejected, "the relay's operator rejected this key's enrollment")
-	} else if p != nil {
-		return &proto.Refuse{Code: proto.RefusePending, Reason: fmt.Sprintf("enrollment of %s (key %s) waits for approval: paradigm-relay approve %s", p.Playnode, fp, p.Playnode)}
-	}
-	authPath := filepath.Join(r.cfg.DataDir, AuthorizedFile)
 	now := time.Now()
-	var result error
-	var tokenID string
-	var pending bool
-	err := updateTokens(r.cfg.DataDir, func(set *tokenSet) (bool, error) {
-		t, err := set.lookupToken(e.Token, e.Playnode, now)
-		if err != nil {
-			result = refuse(proto.RefuseToken, err.Error())
-			return false, nil
-		}
-		tokenID = t.ID
-		auth, err := loadAuthorized(authPath)
-		if err != nil {
-			return false, err
-		}
-		if n, ok := auth.byName[e.Playnode]; ok {
-			result = refuse(proto.RefuseNameTaken, fmt.Sprintf("playnode %q is already bound to another key (%s); choose another name, the token was not used", e.Playnode, identity.Fingerprint(n.key)))
-			return false, nil
-		}
-		if t.Approve {
-			used, err := r.holdForApproval(e, s, t.ID, now)
-			if err != nil {
-				result = err
-			} else {
-				pending = true
-				result = &proto.Refuse{Code: proto.RefusePending, Reason: fmt.Sprintf("enrollment of %s (key %s) waits for approval: paradigm-relay approve %s", e.Playnode, fp, e.Playnode)}
-			}
-			if used {
-				t.Uses--
-			}
-			return used, nil
-		}
-		comment := fmt.Sprintf("%s enrolled with token %s from %s at %s", e.Playnode, t.ID, remote, now.UTC().Format(time.RFC3339))
-		if err := Authorize(authPath, e.Playnode, s.key, comment); err != nil {
-			result = refuse(proto.RefuseNameTaken, err.Error())
-			return false, nil
-		}
-		t.Uses--
-		return true, nil
+	var out enrollOutcome
+	ctx, cancel := docCtx()
+	defer cancel()
+	err := r.docs.Update(ctx, []string{TokensFile, PendingFile, AuthorizedFile}, func(cur map[string][]byte) (map[string][]byte, error) {
+		out = enrollOutcome{}
+		return r.enrollDocs(cur, e, s, now, &out)
 	})
 	if err != nil {
 		r.log.Error("enrollment failed", "playnode", e.Playnode, "fingerprint", fp, "remote", remote.String(), "err", err)
 		return &proto.Refuse{Code: proto.RefuseProtocol, Reason: "the relay could not record the enrollment, see its log"}
 	}
-	if pending {
-		r.reg.enrollment(EventEnrollPending, e.Playnode, remote.String(), fp, tokenID)
-		r.log.Info("enrollment waits for approval", "playnode", e.Playnode, "fingerprint", fp, "remote", remote.String(), "token", tokenID)
-		return result
+	switch {
+	case out.pending:
+		r.reg.enrollment(EventEnrollPending, e.Playnode, remote.String(), fp, out.tokenID)
+		r.log.Info("enrollment waits for approval", "playnode", e.Playnode, "fingerprint", fp, "remote", remote.String(), "token", out.tokenID)
+		return out.refuse
+	case out.refuse != nil && out.quiet:
+		return out.refuse
+	case out.refuse != nil:
+		return r.enrollRefused(e, s, out.refuse)
 	}
-	if result != nil {
-		return result
-	}
-	r.reloadAuthorized(authPath)
+	r.reloadAuthorized()
 	s.playnode = e.Playnode
 	s.log = r.log.With("remote", remote.String(), "transport", s.transport, "playnode", e.Playnode)
-	r.reg.enrollment(EventEnrolled, e.Playnode, remote.String(), fp, tokenID)
-	r.log.Info("playnode enrolled", "playnode", e.Playnode, "fingerprint", fp, "remote", remote.String(), "token", tokenID)
+	r.reg.enrollment(EventEnrolled, e.Playnode, remote.String(), fp, out.tokenID)
+	r.log.Info("playnode enrolled", "playnode", e.Playnode, "fingerprint", fp, "remote", remote.String(), "token", out.tokenID)
 	return nil
 }
 
-// holdForApproval records e in the pending file. used says whether a new
-// entry was made (which costs the token one use); a key already pending is
-// told so again, a rejected key is refused.
-func (r *Relay) holdForApproval(e *proto.Enroll, s *nodeSession, tokenID string, now time.Time) (used bool, err error) {
+// enrollOutcome is what one run of enrollDocs decided.
+type enrollOutcome struct {
+	refuse  *proto.Refuse // nil: enrolled
+	quiet   bool          // refuse is no event (the key already waits for approval)
+	pending bool          // held for approval; refuse says so
+	tokenID string
+}
+
+// enrollRefused publishes and logs (throttled) a refused enrollment and
+// returns the refusal.
+func (r *Relay) enrollRefused(e *proto.Enroll, s *nodeSession, ref *proto.Refuse) error {
 	remote := s.mux.RemoteAddr()
-	key := string(s.key.Marshal())
-	err = updatePending(r.cfg.DataDir, func(ps []PendingNode) ([]PendingNode, bool, error) {
-		for _, p := range ps {
-			if string(p.key.Marshal()) == key {
-				if p.State == StateRejected {
-					return nil, false, &proto.Refuse{Code: proto.RefuseRejected, Reason: "the relay's operator rejected this key's enrollment"}
-				}
-				return nil, false, nil
-			}
-			if p.Playnode == e.Playnode {
-				return nil, false, &proto.Refuse{Code: proto.RefuseNameTaken, Reason: fmt.Sprintf("playnode %q already waits for approval with another key; choose another name, the token was not used", e.Playnode)}
-			}
-		}
-		if len(ps) >= r.cfg.MaxPending {
-			return nil, false, &proto.Refuse{Code: proto.RefuseRate, Reason: fmt.Sprintf("the relay's pending list is full (%d)", r.cfg.MaxPending)}
-		}
-		used = true
-		src := remote.String()
-		if ap, err := netip.ParseAddrPort(src); err == nil {
-			src = ap.Addr().Unmap().String()
-		}
-		return append(ps, PendingNode{Playnode: e.Playnode, Token: tokenID, From: src, At: now, State: StatePending, key: s.key}), true, nil
-	})
-	var refuse *proto.Refuse
-	if errors.As(err, &refuse) {
-		r.reg.enrollment(EventEnrollRefused, e.Playnode, remote.String(), identity.Fingerprint(s.key), string(refuse.Code))
+	fp := identity.Fingerprint(s.key)
+	r.reg.enrollment(EventEnrollRefused, e.Playnode, remote.String(), fp, string(ref.Code))
+	r.throttle.Warn("enroll-refused", logthrottle.Source(remote), "enrollment refused", "playnode", e.Playnode, "fingerprint", fp, "code", string(ref.Code), "err", ref.Reason)
+	return ref
+}
+
+// enrollDocs decides an enrollment on the current documents and returns
+// those it changes. It only computes (Docs.Update may run it again): what
+// it decided is in out.
+func (r *Relay) enrollDocs(cur map[string][]byte, e *proto.Enroll, s *nodeSession, now time.Time, out *enrollOutcome) (map[string][]byte, error) {
+	fp := identity.Fingerprint(s.key)
+	waits := &proto.Refuse{Code: proto.RefusePending, Reason: fmt.Sprintf("enrollment of %s (key %s) waits for approval: paradigm-relay approve %s", e.Playnode, fp, e.Playnode)}
+	ps, err := parsePending(cur[PendingFile], r.docs.Where(PendingFile))
+	if err != nil {
+		return nil, err
 	}
-	return used, err
+	if p := pendingOf(ps, s.key); p != nil && p.State == StateRejected {
+		out.refuse = &proto.Refuse{Code: proto.RefuseRejected, Reason: "the relay's operator rejected this key's enrollment"}
+		return nil, nil
+	} else if p != nil {
+		out.refuse = &proto.Refuse{Code: proto.RefusePending, Reason: fmt.Sprintf("enrollment of %s (key %s) waits for approval: paradigm-relay approve %s", p.Playnode, fp, p.Playnode)}
+		out.quiet = true
+		return nil, nil
+	}
+	tokens, err := parseTokens(cur[TokensFile], r.docs.Where(TokensFile))
+	if err != nil {
+		return nil, err
+	}
+	t, err := tokens.lookupToken(e.Token, e.Playnode, now)
+	if err != nil {
+		out.refuse = &proto.Refuse{Code: proto.RefuseToken, Reason: err.Error()}
+		return nil, nil
+	}
+	out.tokenID = t.ID
+	auth, err := parseAuthorized(cur[AuthorizedFile], r.docs.Where(AuthorizedFile))
+	if err != nil {
+		return nil, err
+	}
+	if n, ok := auth.byName[e.Playnode]; ok {
+		out.refuse = &proto.Refuse{Code: proto.RefuseNameTaken, Reason: fmt.Sprintf("playnode %q is already bound to another key (%s); choose another name, the token was not used", e.Playnode, identity.Fingerprint(n.key))}
+		return nil, nil
+	}
+	if t.Approve {
+		if out.refuse = r.holdForApproval(ps, e, s, now); out.refuse != nil {
+			return nil, nil
+		}
+		t.Uses--
+		out.pending, out.refuse = true, waits
+		ps = append(ps, PendingNode{Playnode: e.Playnode, Token: t.ID, From: sourceAddr(s.mux.RemoteAddr()), At: now, State: StatePending, key: s.key})
+		return map[string][]byte{TokensFile: tokens.marshal(), PendingFile: marshalPending(ps)}, nil
+	}
+	comment := fmt.Sprintf("%s enrolled with token %s from %s at %s", e.Playnode, t.ID, s.mux.RemoteAddr(), now.UTC().Format(time.RFC3339))
+	authData, err := addAuthorized(cur[AuthorizedFile], r.docs.Where(AuthorizedFile), e.Playnode, s.key, comment)
+	if err != nil {
+		out.refuse = &proto.Refuse{Code: proto.RefuseNameTaken, Reason: err.Error()}
+		return nil, nil
+	}
+	t.Uses--
+	return map[string][]byte{TokensFile: tokens.marshal(), AuthorizedFile: authData}, nil
+}
+
+// holdForApproval says why e cannot wait in the pending list ps, nil if it
+// can: the name waits with another key, or the list is full.
+func (r *Relay) holdForApproval(ps []PendingNode, e *proto.Enroll, s *nodeSession, now time.Time) *proto.Refuse {
+	for _, p := range ps {
+		if p.Playnode == e.Playnode {
+			return &proto.Refuse{Code: proto.RefuseNameTaken, Reason: fmt.Sprintf("playnode %q already waits for approval with another key; choose another name, the token was not used", e.Playnode)}
+		}
+	}
+	if len(ps) >= r.cfg.MaxPending {
+		return &proto.Refuse{Code: proto.RefuseRate, Reason: fmt.Sprintf("the relay's pending list is full (%d)", r.cfg.MaxPending)}
+	}
+	return nil
+}
+
+// sourceAddr is the address part of a remote address, as the pending list
+// records it.
+func sourceAddr(remote net.Addr) string {
+	src := remote.String()
+	if ap, err := netip.ParseAddrPort(src); err == nil {
+		src = ap.Addr().Unmap().String()
+	}
+	return src
 }
 
 // enrollment publishes an enrollment event.

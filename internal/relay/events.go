@@ -46,6 +46,9 @@ const (
 	// EventEnrollRefused: an enrollment was refused (Reason is the refusal
 	// code: token, name-taken, rejected, rate, protocol).
 	EventEnrollRefused EventKind = "enroll-refused"
+	// EventClusterStore: the shared store of a cluster became unreachable
+	// (Reason says why) or reachable again (Reason empty).
+	EventClusterStore EventKind = "cluster-store"
 	// EventLost: this subscriber fell behind and missed Missed events;
 	// its view must be rebuilt from a Snapshot.
 	EventLost EventKind = "lost"

@@ -1,6 +1,9 @@
 package relay
 
-import "paradigm/internal/proto"
+import (
+	"paradigm/internal/proto"
+	"paradigm/internal/store"
+)
 
 // HandshakesInProgress is how many SSH handshakes hold a MaxHandshakes slot
 // now, for tests that watch a reconnection storm.
@@ -17,3 +20,7 @@ func (r *Relay) Online(playnode string) ([]proto.Portalias, bool) {
 	}
 	return portaliasesOf(r.reg.currentTable(), playnode, s.services), true
 }
+
+// SetAliasChecked sets the hook AliasSet runs between its check that the
+// port is free and its commit; nil removes it.
+func SetAliasChecked(fn func(store.Assignment)) { aliasChecked = fn }

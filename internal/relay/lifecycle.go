@@ -1,12 +1,8 @@
 package relay
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,8 +12,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
-	"paradigm/internal/lockfile"
-	"paradigm/internal/store"
 )
 
 // NodeRow is one authorized playnode, connected or never seen.
@@ -29,20 +23,22 @@ type NodeRow struct {
 	LastSeen    time.Time `json:"last_seen,omitzero"`
 }
 
-// Nodes lists the playnodes of dataDir's authorized-nodes file, in name
-// order, with what status.json says of each.
-func Nodes(dataDir string) ([]NodeRow, error) {
-	p := filepath.Join(dataDir, AuthorizedFile)
-	data, err := os.ReadFile(p)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("read authorized nodes: %w", err)
-	}
-	set, err := parseAuthorized(data, p)
+// Nodes lists the playnodes of dataDir's authorized-nodes file: the
+// flat-file form of Site.Nodes.
+func Nodes(dataDir string) ([]NodeRow, error) { return Site{DataDir: dataDir}.Nodes() }
+
+// Nodes lists the authorized playnodes, in name order, with what the
+// status.json of DataDir says of each (the relay on this server: with a
+// shared store, a playnode connected to another relay shows offline here).
+func (s Site) Nodes() ([]NodeRow, error) {
+	ctx, cancel := docCtx()
+	defer cancel()
+	set, data, err := readAuthorized(ctx, s.docs())
 	if err != nil {
 		return nil, err
 	}
-	doc, _ := readStatus(filepath.Join(dataDir, StatusFile))
-	running := isRunning(dataDir)
+	doc, _ := readStatus(filepath.Join(s.DataDir, StatusFile))
+	running := isRunning(s.DataDir)
 	lines := strings.Split(string(data), "\n")
 	var rows []NodeRow
 	for name, n := range set.byName {
@@ -81,43 +77,34 @@ func WriteNodes(w io.Writer, rows []NodeRow, asJSON bool) error {
 	return tw.Flush()
 }
 
-// Revoke removes name's line from dataDir's authorized-nodes file and marks
-// its key rejected in the pending file, so that an enrollment token the
-// device still holds cannot bind it again. A running relay ends its session
-// when it reloads the file (within its reload interval); the node is then
-// refused. Lock order as everywhere: pending file, then authorized nodes.
-func Revoke(dataDir, name string) (string, error) {
-	p := filepath.Join(dataDir, AuthorizedFile)
-	set, err := loadAuthorized(p)
+// Revoke removes name from dataDir's authorized-nodes file: the flat-file
+// form of Site.Revoke.
+func Revoke(dataDir, name string) (string, error) { return Site{DataDir: dataDir}.Revoke(name) }
+
+// Revoke removes name's binding from the authorized nodes and marks its key
+// rejected in the pending list, so that an enrollment token the device still
+// holds cannot bind it again; both in one update. Every running relay on
+// the site ends the playnode's session when it sees the change: at once
+// with a shared store, within a quarter of a second with the flat files.
+func (s Site) Revoke(name string) (string, error) {
+	d := s.docs()
+	ctx, cancel := docCtx()
+	defer cancel()
+	var revoked authorizedNode
+	err := d.Update(ctx, []string{PendingFile, AuthorizedFile}, func(cur map[string][]byte) (map[string][]byte, error) {
+		auth, n, err := removeAuthorized(cur[AuthorizedFile], d.Where(AuthorizedFile), name)
+		if err != nil {
+			return nil, err
+		}
+		ps, err := parsePending(cur[PendingFile], d.Where(PendingFile))
+		if err != nil {
+			return nil, err
+		}
+		revoked = n
+		return map[string][]byte{AuthorizedFile: auth, PendingFile: marshalPending(rejectKey(ps, name, n.key, time.Now()))}, nil
+	})
 	if err != nil {
 		return "", err
 	}
-	n, ok := set.byName[name]
-	if !ok {
-		return "", fmt.Errorf("playnode %q is not in %s (see paradigm-relay nodes)", name, p)
-	}
-	if err := rejectKey(dataDir, name, n.key); err != nil {
-		return "", err
-	}
-	lock, err := lockfile.AcquireFor(p, "authorized nodes")
-	if err != nil {
-		return "", err
-	}
-	defer lock.Release()
-	data, err := os.ReadFile(p)
-	if err != nil {
-		return "", fmt.Errorf("read authorized nodes: %w", err)
-	}
-	if set, err = parseAuthorized(data, p); err != nil {
-		return "", err
-	}
-	if n, ok = set.byName[name]; !ok {
-		return "", fmt.Errorf("playnode %q is not in %s (see paradigm-relay nodes)", name, p)
-	}
-	lines := bytes.SplitAfter(data, []byte("\n"))
-	out := slices.Concat(slices.Concat(lines[:n.line-1]...), slices.Concat(lines[n.line:]...))
-	if err := store.WriteAtomic(p, out, 0o644); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("revoked %s (key %s); a running relay disconnects it within its reload interval", name, identity.Fingerprint(n.key)), nil
+	return fmt.Sprintf("revoked %s (key %s); running relays disconnect it at once", name, identity.Fingerprint(revoked.key)), nil
 }

@@ -14,12 +14,19 @@ func logEvents(log *slog.Logger, sub *Subscription) {
 		case EventUp:
 			attrs := []any{"playnode", e.Playnode, "transport", e.Transport, "remote", e.Remote,
 				"key_fingerprint", e.Fingerprint, "client", e.ClientVersion, "services", len(e.Portaliases)}
+			if e.Relay != "" {
+				attrs = append(attrs, "relay", e.Relay)
+			}
 			for _, svc := range slices.Sorted(maps.Keys(e.Portaliases)) {
 				attrs = append(attrs, svc, e.Portaliases[svc])
 			}
 			log.Info("playnode connected", attrs...)
 		case EventDown:
-			log.Info("playnode disconnected", "playnode", e.Playnode, "transport", e.Transport, "remote", e.Remote, "reason", e.Reason)
+			attrs := []any{"playnode", e.Playnode, "transport", e.Transport, "remote", e.Remote, "reason", e.Reason}
+			if e.Relay != "" {
+				attrs = append(attrs, "relay", e.Relay)
+			}
+			log.Info("playnode disconnected", attrs...)
 		case EventPortaliasAssigned:
 			log.Info("portalias assigned", "playnode", e.Playnode, "service", e.Service, "portalias", e.Portalias)
 		case EventPortaliasMoved:

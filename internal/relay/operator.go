@@ -61,6 +61,11 @@ func ParsePortalias(s string) (uint16, error) {
 	return uint16(port), nil
 }
 
+// aliasChecked, when a test sets it, runs between AliasSet's check that
+// the port is free and its commit: a test takes the port there, as another
+// program could, to reach the path that puts the old assignment back.
+var aliasChecked func(store.Assignment)
+
 // aliasApplyTimeout bounds how long AliasSet waits for a running relay to
 // bind the new portalias, beyond the relay's reload interval.
 const aliasApplyTimeout = 10 * time.Second
@@ -71,7 +76,7 @@ const aliasApplyTimeout = 10 * time.Second
 // --ports. When a relay runs on the folder, it returns only once the relay
 // has bound the new port; if the relay cannot, the old assignment is put
 // back and the error says why.
-func AliasSet(ctx context.Context, dataDir string, a store.Assignment, force bool) error {
+func AliasSet(ctx context.Context, dataDir string, st store.Store, a store.Assignment, force bool) error {
 	if err := proto.ValidateName("playnode", a.Playnode); err != nil {
 		return err
 	}
@@ -79,16 +84,19 @@ func AliasSet(ctx context.Context, dataDir string, a store.Assignment, force boo
 		return err
 	}
 	info, running := relayInfo(dataDir)
+	f, err := portaliasStore(dataDir, st, info)
+	if err != nil {
+		return err
+	}
 	if info.ListenPort != 0 && a.Portalias == info.ListenPort {
 		return fmt.Errorf("portalias %d is the relay's own port (--listen)", a.Portalias)
 	}
 	if (a.Portalias < info.PortLow || a.Portalias > info.PortHigh) && !force {
 		return fmt.Errorf("portalias %d is outside the relay's --ports %d-%d (add --force to pin it there anyway)", a.Portalias, info.PortLow, info.PortHigh)
 	}
-	f := &store.File{Path: filepath.Join(dataDir, PortaliasFile)}
 	var old uint16
 	var had bool
-	_, err := f.Update(ctx, func(t *store.Table) error {
+	_, err = f.Update(ctx, func(t *store.Table) error {
 		old, had = t.Lookup(a.Playnode, a.Service)
 		if owner, taken := t.Owner(a.Portalias); taken {
 			if owner == a {
@@ -102,6 +110,9 @@ func AliasSet(ctx context.Context, dataDir string, a store.Assignment, force boo
 			return fmt.Errorf("portalias %d is in use on this server by another program: %w", a.Portalias, err)
 		}
 		ln.Close()
+		if aliasChecked != nil {
+			aliasChecked(a)
+		}
 		return t.Set(a)
 	})
 	if err != nil || !running {
@@ -153,10 +164,14 @@ func waitApplied(ctx context.Context, dataDir string, a store.Assignment, timeou
 
 // AliasRemove removes a playnode service's portalias, or all of the
 // playnode's when service is empty, and returns how many it removed.
-func AliasRemove(ctx context.Context, dataDir, playnode, service string) (int, error) {
+func AliasRemove(ctx context.Context, dataDir string, st store.Store, playnode, service string) (int, error) {
 	removed := 0
-	f := &store.File{Path: filepath.Join(dataDir, PortaliasFile)}
-	_, err := f.Update(ctx, func(t *store.Table) error {
+	info, _ := relayInfo(dataDir)
+	f, err := portaliasStore(dataDir, st, info)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Update(ctx, func(t *store.Table) error {
 		if service == "" {
 			removed = t.RemovePlaynode(playnode)
 		} else if t.Remove(playnode, service) {
@@ -176,6 +191,29 @@ func AliasRemove(ctx context.Context, dataDir, playnode, service string) (int, e
 	return removed, nil
 }
 
+// portaliasStore is where the operator's commands change portaliases: st
+// (a shared store given with --store), else the data folder's file, unless
+// the relay of that folder keeps them in a shared store: the file is then
+// only its mirror, and a change there would be lost.
+func portaliasStore(dataDir string, st store.Store, info RelayInfo) (store.Store, error) {
+	if st != nil {
+		return st, nil
+	}
+	if info.Store != "" {
+		return nil, fmt.Errorf("the relay on %s keeps its portaliases in %s (%s is only a copy): give --store %s, with --store-ca, --store-cert and --store-key if it uses TLS",
+			dataDir, info.Store, PortaliasFile, info.Store)
+	}
+	return &store.File{Path: filepath.Join(dataDir, PortaliasFile)}, nil
+}
+
+// SharedStoreOf names the shared store (--store) that the relay of
+// dataDir keeps its state in, as it recorded in status.json; "" when it
+// keeps it in the folder's files.
+func SharedStoreOf(dataDir string) string {
+	info, _ := relayInfo(dataDir)
+	return info.Store
+}
+
 // relayInfo is what the relay running on a data folder (or the last one
 // that ran) recorded of its settings in status.json, with the defaults for
 // what it did not.
@@ -191,17 +229,21 @@ func relayInfo(dataDir string) (info RelayInfo, running bool) {
 // none is given): those of services their last hello did not register, as
 // the relay recorded it in status.json. A playnode the relay never saw
 // keeps everything. It returns what it removed.
-func AliasPrune(ctx context.Context, dataDir string, playnodes []string) ([]store.Assignment, error) {
+func AliasPrune(ctx context.Context, dataDir string, st store.Store, playnodes []string) ([]store.Assignment, error) {
 	doc, err := readStatus(filepath.Join(dataDir, StatusFile))
 	if err != nil {
 		return nil, fmt.Errorf("read the relay's status file (the relay records there what each playnode registered): %w", err)
+	}
+	info, _ := relayInfo(dataDir)
+	f, err := portaliasStore(dataDir, st, info)
+	if err != nil {
+		return nil, err
 	}
 	want := map[string]bool{}
 	for _, p := range playnodes {
 		want[p] = true
 	}
 	var removed []store.Assignment
-	f := &store.File{Path: filepath.Join(dataDir, PortaliasFile)}
 	_, err = f.Update(ctx, func(t *store.Table) error {
 		removed = removed[:0]
 		for _, a := range t.All() {

@@ -154,7 +154,7 @@ func TestAliasSetRefusesUnservablePorts(t *testing.T) {
 	old := ports["svc"]
 	ctx := context.Background()
 	set := func(port uint16, force bool) error {
-		return relay.AliasSet(ctx, r.cfg.DataDir, store.Assignment{Playnode: "dev1", Service: "svc", Portalias: port}, force)
+		return relay.AliasSet(ctx, r.cfg.DataDir, nil, store.Assignment{Playnode: "dev1", Service: "svc", Portalias: port}, force)
 	}
 	waitFor(t, "the relay to record its settings", func() bool {
 		rows, running, _ := relay.List(r.cfg.DataDir)
@@ -193,6 +193,32 @@ func TestAliasSetRefusesUnservablePorts(t *testing.T) {
 	if got, err := fetch(t, moved); err != nil || got != "hi" {
 		t.Fatalf("fetch through %d: %q, %v", moved, got, err)
 	}
+
+	// The port is free when AliasSet checks it, and taken by another
+	// program before the relay binds it: the relay cannot, so AliasSet
+	// puts the old assignment back and says why.
+	taken := freeInRange(t, r, old, busyPort, moved)
+	var thief net.Listener
+	var thiefErr error
+	relay.SetAliasChecked(func(a store.Assignment) {
+		thief, thiefErr = net.Listen("tcp", portAddr(a.Portalias))
+	})
+	defer relay.SetAliasChecked(nil)
+	err = set(taken, false)
+	if thief == nil {
+		t.Fatalf("could not take port %d in the hook: %v", taken, thiefErr)
+	}
+	defer thief.Close()
+	if err == nil || !strings.Contains(err.Error(), "could not bind") || !strings.Contains(err.Error(), "old assignment is kept") {
+		t.Fatalf("alias set %d with the port taken meanwhile: got %v, want the relay's bind failure and the old assignment kept", taken, err)
+	}
+	waitFor(t, "svc back on its previous portalias", func() bool {
+		ps, _ := r.Online("dev1")
+		return len(ps) == 1 && ps[0].Portalias == moved
+	})
+	if got, err := fetch(t, moved); err != nil || got != "hi" {
+		t.Fatalf("fetch through %d after the revert: %q, %v", moved, got, err)
+	}
 }
 
 // TestListFiltersAndUnassigned: ls filters by name prefix and state, and
@@ -209,7 +235,7 @@ func TestListFiltersAndUnassigned(t *testing.T) {
 	waitOnline(t, r, "kiosk-1", 1)
 	n2.stop(t)
 	waitOffline(t, r, "kiosk-1")
-	if _, err := relay.AliasRemove(context.Background(), cfg.DataDir, "shop-1", "b"); err != nil {
+	if _, err := relay.AliasRemove(context.Background(), cfg.DataDir, nil, "shop-1", "b"); err != nil {
 		t.Fatal(err)
 	}
 	var rows []relay.Row

@@ -5,16 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"paradigm/internal/identity"
-	"paradigm/internal/lockfile"
 	"paradigm/internal/proto"
 	"paradigm/internal/store"
 )
@@ -26,7 +23,7 @@ import (
 //	playnode="signage-3f9a",token="3f9a1c2e",from="203.0.113.7",at="2026-11-29T03:00:00Z",state="pending" ssh-ed25519 AAAA...
 //
 // The relay appends to it; paradigm-relay approve and reject edit it beside
-// a running relay (both under PendingFile.lock).
+// a running relay (both under PendingFile.lock, or in etcd: see Site).
 const PendingFile = "pending_nodes"
 
 // DefaultMaxPending is Config.MaxPending's default: the entries of the
@@ -123,61 +120,74 @@ func marshalPending(ps []PendingNode) []byte {
 	return b.Bytes()
 }
 
-// updatePending runs fn on the pending file under its lock, writing the
-// result atomically when fn says so.
-func updatePending(dataDir string, fn func([]PendingNode) ([]PendingNode, bool, error)) error {
-	p := filepath.Join(dataDir, PendingFile)
-	lock, err := lockfile.AcquireFor(p, "pending nodes")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
-	ps, err := readPending(p)
-	if err != nil {
-		return err
-	}
-	ps, write, err := fn(ps)
-	if err != nil || !write {
-		return err
-	}
-	return store.WriteAtomic(p, marshalPending(ps), 0o644)
+// updatePending runs fn on the pending list of d, writing the result
+// when fn says so; fn may run more than once.
+func updatePending(d store.Docs, fn func([]PendingNode) ([]PendingNode, bool, error)) error {
+	ctx, cancel := docCtx()
+	defer cancel()
+	return d.Update(ctx, []string{PendingFile}, func(cur map[string][]byte) (map[string][]byte, error) {
+		ps, err := parsePending(cur[PendingFile], d.Where(PendingFile))
+		if err != nil {
+			return nil, err
+		}
+		ps, write, err := fn(ps)
+		if err != nil || !write {
+			return nil, err
+		}
+		return map[string][]byte{PendingFile: marshalPending(ps)}, nil
+	})
 }
 
-func readPending(p string) ([]PendingNode, error) {
-	data, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+func readPending(d store.Docs) ([]PendingNode, error) {
+	ctx, cancel := docCtx()
+	defer cancel()
+	data, err := d.Read(ctx, PendingFile)
 	if err != nil {
 		return nil, fmt.Errorf("read pending nodes: %w", err)
 	}
-	return parsePending(data, p)
+	return parsePending(data, d.Where(PendingFile))
 }
 
-// ListPending returns the pending and rejected enrollments of dataDir.
-func ListPending(dataDir string) ([]PendingNode, error) {
-	return readPending(filepath.Join(dataDir, PendingFile))
-}
+// ListPending returns the pending and rejected enrollments of dataDir: the
+// flat-file form of Site.ListPending.
+func ListPending(dataDir string) ([]PendingNode, error) { return Site{DataDir: dataDir}.ListPending() }
 
-// ApprovePending moves name's pending enrollment to the authorized-nodes
-// file; a running relay admits the node at its next attempt, once it has
-// reloaded the file.
+// ListPending returns the pending and rejected enrollments.
+func (s Site) ListPending() ([]PendingNode, error) { return readPending(s.docs()) }
+
+// ApprovePending approves name's enrollment in dataDir: the flat-file form
+// of Site.ApprovePending.
 func ApprovePending(dataDir, name string) (string, error) {
+	return Site{DataDir: dataDir}.ApprovePending(name)
+}
+
+// ApprovePending moves name's pending enrollment to the authorized nodes,
+// in one update of both; a running relay admits the node at its next
+// attempt.
+func (s Site) ApprovePending(name string) (string, error) {
+	d := s.docs()
+	ctx, cancel := docCtx()
+	defer cancel()
 	var msg string
-	err := updatePending(dataDir, func(ps []PendingNode) ([]PendingNode, bool, error) {
+	err := d.Update(ctx, []string{PendingFile, AuthorizedFile}, func(cur map[string][]byte) (map[string][]byte, error) {
+		ps, err := parsePending(cur[PendingFile], d.Where(PendingFile))
+		if err != nil {
+			return nil, err
+		}
 		for i, p := range ps {
 			if p.Playnode != name || p.State != StatePending {
 				continue
 			}
 			comment := fmt.Sprintf("%s enrolled with token %s from %s at %s, approved %s", name, p.Token, p.From,
 				p.At.UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
-			if err := Authorize(filepath.Join(dataDir, AuthorizedFile), name, p.key, comment); err != nil {
-				return nil, false, err
+			auth, err := addAuthorized(cur[AuthorizedFile], d.Where(AuthorizedFile), name, p.key, comment)
+			if err != nil {
+				return nil, err
 			}
 			msg = fmt.Sprintf("approved %s (key %s)", name, p.Fingerprint)
-			return append(ps[:i], ps[i+1:]...), true, nil
+			return map[string][]byte{PendingFile: marshalPending(slices.Delete(ps, i, i+1)), AuthorizedFile: auth}, nil
 		}
-		return nil, false, fmt.Errorf("%w for playnode %q (see paradigm-relay pending)", ErrNotPending, name)
+		return nil, fmt.Errorf("%w for playnode %q (see paradigm-relay pending)", ErrNotPending, name)
 	})
 	return msg, err
 }
@@ -186,11 +196,17 @@ func ApprovePending(dataDir, name string) (string, error) {
 // enrollment of that name waits for approval.
 var ErrNotPending = errors.New("no pending enrollment")
 
+// RejectPending rejects name's enrollment in dataDir: the flat-file form of
+// Site.RejectPending.
+func RejectPending(dataDir, name string) (string, error) {
+	return Site{DataDir: dataDir}.RejectPending(name)
+}
+
 // RejectPending marks name's pending enrollment rejected: that key is
 // refused from then on (code rejected) until its line is deleted.
-func RejectPending(dataDir, name string) (string, error) {
+func (s Site) RejectPending(name string) (string, error) {
 	var msg string
-	err := updatePending(dataDir, func(ps []PendingNode) ([]PendingNode, bool, error) {
+	err := updatePending(s.docs(), func(ps []PendingNode) ([]PendingNode, bool, error) {
 		for i := range ps {
 			if ps[i].Playnode == name && ps[i].State == StatePending {
 				ps[i].State = StateRejected
@@ -203,33 +219,23 @@ func RejectPending(dataDir, name string) (string, error) {
 	return msg, err
 }
 
-// pendingOf returns key's entry in the pending file, if any.
-func pendingOf(dataDir string, key ssh.PublicKey) (*PendingNode, error) {
-	ps, err := readPending(filepath.Join(dataDir, PendingFile))
-	if err != nil {
-		return nil, err
-	}
+// pendingOf returns key's entry in ps, if any.
+func pendingOf(ps []PendingNode, key ssh.PublicKey) *PendingNode {
 	k := string(key.Marshal())
 	for i := range ps {
 		if string(ps[i].key.Marshal()) == k {
-			return &ps[i], nil
+			return &ps[i]
 		}
 	}
-	return nil, nil
+	return nil
 }
 
-// rejectKey records key as rejected in the pending file (revoke), so that
-// the device's enrollment token cannot bind it again. The caller holds no
-// other lock of ours.
-func rejectKey(dataDir, name string, key ssh.PublicKey) error {
-	return updatePending(dataDir, func(ps []PendingNode) ([]PendingNode, bool, error) {
-		k := string(key.Marshal())
-		for i := range ps {
-			if string(ps[i].key.Marshal()) == k {
-				ps[i].State = StateRejected
-				return ps, true, nil
-			}
-		}
-		return append(ps, PendingNode{Playnode: name, Token: "revoked", From: "-", At: time.Now(), State: StateRejected, key: key}), true, nil
-	})
+// rejectKey returns ps with key marked rejected (revoke), so that the
+// device's enrollment token cannot bind it again.
+func rejectKey(ps []PendingNode, name string, key ssh.PublicKey, now time.Time) []PendingNode {
+	if p := pendingOf(ps, key); p != nil {
+		p.State = StateRejected
+		return ps
+	}
+	return append(ps, PendingNode{Playnode: name, Token: "revoked", From: "-", At: now, State: StateRejected, key: key})
 }

@@ -77,7 +77,7 @@ func TestPortaliasCapPerPlaynode(t *testing.T) {
 		}
 		return stale == 6
 	})
-	removed, err := relay.AliasPrune(context.Background(), cfg.DataDir, []string{"thief"})
+	removed, err := relay.AliasPrune(context.Background(), cfg.DataDir, nil, []string{"thief"})
 	if err != nil || len(removed) != 6 {
 		t.Fatalf("prune: removed %v, %v; want the 6 services the last hello did not register", removed, err)
 	}

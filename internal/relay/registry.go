@@ -86,6 +86,7 @@ type serviceStats struct {
 type counters struct {
 	handshakes       atomic.Uint64 // transport handshakes begun
 	handshakeFailed  atomic.Uint64 // ... that failed (timeout, bad key, protocol)
+	probes           atomic.Uint64 // ... that authenticated and hung up before a hello (a node's failover probe)
 	authFailed       atomic.Uint64 // unknown or revoked keys
 	sessionsReplaced atomic.Uint64
 	connsRefused     atomic.Uint64 // portalias connections closed at once (offline, limits)

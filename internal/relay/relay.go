@@ -44,12 +44,16 @@ type Relay struct {
 	authMu     sync.Mutex
 	nextKeys   nextHostKeys // hostkey.go
 
-	authStamp store.Stamp // the authorized-nodes version New read
+	docs     store.Docs // Config.Docs, or the flat files in DataDir (see Site)
+	authText []byte     // the authorized-nodes text installed last; under authMu
 
 	// applyMu serialises committing assignments to the store with applying
 	// them, so tables are applied in commit order. Lock order: applyMu ->
-	// registry.mu. It is never held across a network write.
-	applyMu sync.Mutex
+	// registry.mu. It is held across the store's Update, which is a network
+	// call to a shared store (etcd): so a hello takes it only when it needs
+	// a new portalias, and gives up at its deadline (LockCtx); no write to
+	// a playnode or client happens under it.
+	applyMu ctxMutex
 	reg     *registry
 
 	// throttle takes the log lines that peers cause (refused and failed
@@ -57,7 +61,8 @@ type Relay struct {
 	// relay writes it.
 	throttle *logthrottle.Limiter
 
-	statusFailing bool // owned by the status writer, then by shutdown
+	statusFailing bool         // owned by the status writer, then by shutdown
+	mirrored      *store.Table // the table flushMirror wrote last; the status writer's too
 
 	// The cluster, when the store is shared (cluster.go, mesh.go); all nil
 	// when the relay is alone.
@@ -91,11 +96,15 @@ func New(cfg Config) (*Relay, error) {
 		lock:    lock,
 		store:   cfg.Store,
 		hsSlots: make(chan struct{}, cfg.MaxHandshakes),
+		applyMu: make(ctxMutex, 1),
 
 		throttle: logthrottle.New(cfg.Logger, logthrottle.Config{PerReason: cfg.PeerLogLines}),
 	}
 	if r.store == nil {
 		r.store = &store.File{Path: filepath.Join(cfg.DataDir, PortaliasFile), PollInterval: cfg.ReloadInterval}
+	}
+	if r.docs = cfg.Docs; r.docs == nil {
+		r.docs = fileDocs(cfg.DataDir, min(cfg.ReloadInterval, revokePoll))
 	}
 	if err := r.load(); err != nil {
 		lock.Release()
@@ -110,7 +119,7 @@ func New(cfg Config) (*Relay, error) {
 		r.mesh = &mesh{r: r, links: map[string]*meshLink{}}
 		r.presence = newPresence(c, r.log, func(s *nodeSession, by store.Home) {
 			r.homeActions([]homeAction{{replaced: s, by: by}})
-		})
+		}, r.reg.clusterStore)
 	}
 	return r, nil
 }
@@ -120,9 +129,7 @@ func (r *Relay) load() error {
 	if r.hostKey, err = identity.LoadOrCreate(filepath.Join(r.cfg.DataDir, HostKeyFile), "paradigm-relay"); err != nil {
 		return fmt.Errorf("host key: %w", err)
 	}
-	authPath := filepath.Join(r.cfg.DataDir, AuthorizedFile)
-	r.authStamp = store.StampOf(authPath) // first: an edit after it is picked up
-	auth, err := loadAuthorized(authPath)
+	auth, err := r.loadAuthorized()
 	if err != nil {
 		return err
 	}
@@ -250,4 +257,22 @@ func (r *Relay) Close() error {
 	}
 	r.wg.Wait()
 	return r.lock.Release()
+}
+
+// ctxMutex is a mutex whose holder may wait on the network (a store
+// update), so that a waiter can give up when its context ends instead of
+// queueing behind it for good.
+type ctxMutex chan struct{}
+
+func (m ctxMutex) Lock()   { m <- struct{}{} }
+func (m ctxMutex) Unlock() { <-m }
+
+// LockCtx locks m, or returns ctx's error if it ends first.
+func (m ctxMutex) LockCtx(ctx context.Context) error {
+	select {
+	case m <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

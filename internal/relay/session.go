@@ -46,6 +46,10 @@ type nodeSession struct {
 	ended    *proto.Refuse     // why the relay ended the session, if it did; nothing is queued after it
 }
 
+// errNoControlStream: the session ended before the node opened its
+// control stream.
+var errNoControlStream = errors.New("accept control stream")
+
 // controlWriteTimeout bounds one write of a control message.
 const controlWriteTimeout = 5 * time.Second
 
@@ -81,6 +85,11 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 		case errors.As(err, &refuse):
 			r.reg.refused(peer.Playnode, ms.RemoteAddr().String(), transport, string(refuse.Code))
 			r.throttle.Warn("refused", logthrottle.Source(ms.RemoteAddr()), "playnode refused", "playnode", peer.Playnode, "remote", ms.RemoteAddr().String(), "transport", transport, "err", err)
+		case errors.Is(err, errNoControlStream) && errors.Is(ms.Err(), mux.ErrPeerClosed):
+			// A node checking that this relay is up (failover's probe of
+			// a relay it prefers) hangs up after authenticating.
+			r.reg.counters.probes.Add(1)
+			log.Debug("playnode closed before its hello: a probe", "playnode", peer.Playnode)
 		default:
 			r.reg.counters.handshakeFailed.Add(1)
 			r.throttle.Warn("handshake-failed", logthrottle.Source(ms.RemoteAddr()), "playnode handshake failed", "playnode", peer.Playnode, "remote", ms.RemoteAddr().String(), "transport", transport, "err", err)
@@ -111,7 +120,7 @@ func (r *Relay) welcome(ctx context.Context, ms mux.Session, peer mux.Peer, tran
 	ctrl, err := ms.AcceptStream(hsCtx)
 	if err != nil {
 		ms.Close()
-		return nil, fmt.Errorf("accept control stream: %w", err)
+		return nil, fmt.Errorf("%w: %w", errNoControlStream, err)
 	}
 	s := &nodeSession{
 		playnode:  peer.Playnode,

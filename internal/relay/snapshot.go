@@ -16,6 +16,20 @@ type Snapshot struct {
 	Seq       uint64          `json:"seq"` // the last event published before it was taken
 	Playnodes []PlaynodeState `json:"playnodes"`
 	Counters  Counters        `json:"counters"`
+	// Cluster is set when the relay is one of a cluster (a shared store).
+	Cluster *ClusterState `json:"cluster,omitempty"`
+}
+
+// ClusterState is what a relay of a cluster knows of it.
+type ClusterState struct {
+	ID      string   `json:"id"`      // this relay's, its advertised address
+	Members []string `json:"members"` // every relay that holds a lease now, this one included once joined
+	// StoreOK: the shared store answers and this relay's presence there is
+	// current. While not, sessions and portaliases keep working; new
+	// portaliases, enrollments and takeovers across relays wait.
+	StoreOK    bool      `json:"store_ok"`
+	StoreError string    `json:"store_error,omitempty"`
+	Since      time.Time `json:"since"` // when StoreOK last changed
 }
 
 // PlaynodeState is one playnode in a Snapshot.
@@ -69,6 +83,7 @@ type ServiceState struct {
 type Counters struct {
 	Handshakes       uint64            `json:"handshakes"`
 	HandshakeFailed  uint64            `json:"handshakes_failed"`
+	Probes           uint64            `json:"probes"` // authenticated, then hung up before a hello: nodes checking this relay is up
 	AuthFailed       uint64            `json:"auth_failed"`
 	SessionsReplaced uint64            `json:"sessions_replaced"`
 	Refused          map[string]uint64 `json:"refused"` // hellos refused, by refusal code
@@ -86,6 +101,7 @@ type Counters struct {
 func (r *Relay) Snapshot() Snapshot {
 	s := r.reg.snapshot()
 	s.Counters.PeerEvents = r.throttle.Counts()
+	s.Cluster = r.clusterState()
 	return s
 }
 
@@ -202,6 +218,7 @@ func (c *counters) read() Counters {
 	out := Counters{
 		Handshakes:       c.handshakes.Load(),
 		HandshakeFailed:  c.handshakeFailed.Load(),
+		Probes:           c.probes.Load(),
 		AuthFailed:       c.authFailed.Load(),
 		SessionsReplaced: c.sessionsReplaced.Load(),
 		ConnsRefused:     c.connsRefused.Load(),
@@ -235,5 +252,6 @@ func (r *Relay) Subscribe(n int) (snap Snapshot, sub *Subscription) {
 	defer g.pubMu.Unlock()
 	snap = g.snapshotLocked()
 	snap.Counters.PeerEvents = r.throttle.Counts()
+	snap.Cluster = r.clusterState()
 	return snap, g.bus.subscribe(n)
 }

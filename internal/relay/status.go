@@ -1,10 +1,13 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"paradigm/internal/store"
@@ -42,6 +45,9 @@ type RelayInfo struct {
 	PortHigh       uint16        `json:"port_high"`
 	Bind           string        `json:"bind"`
 	ReloadInterval time.Duration `json:"reload_interval"`
+	// Store names a shared store (--store) holding the portaliases; empty
+	// when they are the data folder's file.
+	Store string `json:"store,omitempty"`
 }
 
 type statusDoc struct {
@@ -137,6 +143,7 @@ func writeStatus(ctx context.Context, sub *Subscription, flush func()) {
 // flushStatus writes the current snapshot to status.json. A failing write
 // is logged when it starts failing and when it recovers, not at every try.
 func (r *Relay) flushStatus() {
+	r.flushMirror()
 	data, err := json.MarshalIndent(statusOf(r.reg.snapshot(), r.info()), "", "  ")
 	if err == nil {
 		err = store.WriteAtomic(r.statusPath(), append(data, '\n'), 0o644)
@@ -154,8 +161,37 @@ func (r *Relay) flushStatus() {
 // info is the relay's settings for status.json.
 func (r *Relay) info() *RelayInfo {
 	info := &RelayInfo{PID: os.Getpid(), PortLow: r.cfg.PortLow, PortHigh: r.cfg.PortHigh, Bind: r.cfg.Bind, ReloadInterval: r.cfg.ReloadInterval}
+	if named, ok := r.cfg.Store.(fmt.Stringer); ok {
+		info.Store = named.String()
+	}
 	if a, ok := r.ln.Addr().(*net.TCPAddr); ok {
 		info.ListenPort = uint16(a.Port)
 	}
 	return info
+}
+
+// mirrorHeader opens the local mirror of a cluster's portaliases.
+const mirrorHeader = "# A copy of the cluster's portaliases in its shared store, written by the relay:\n" +
+	"# edits here are overwritten; change them with paradigm-relay alias --store ...\n"
+
+// flushMirror keeps DataDir/portaliases a readable copy of the shared
+// store's table, for the operator's eyes and for `ls` while the store (or
+// the relay) is down. It is written by the status writer, when the table
+// changed, never under a lock. A relay alone keeps that file as its store.
+func (r *Relay) flushMirror() {
+	if r.cluster == nil {
+		return
+	}
+	t := r.reg.currentTable()
+	if t == r.mirrored {
+		return
+	}
+	var buf bytes.Buffer
+	buf.WriteString(mirrorHeader)
+	t.WriteTo(&buf)
+	if err := store.WriteAtomic(filepath.Join(r.cfg.DataDir, PortaliasFile), buf.Bytes(), 0o644); err != nil {
+		r.log.Warn("write the local mirror of the portaliases", "err", err)
+		return
+	}
+	r.mirrored = t
 }

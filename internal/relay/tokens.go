@@ -10,15 +10,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"paradigm/internal/lockfile"
 	"paradigm/internal/store"
 )
 
@@ -283,35 +280,32 @@ func (s *tokenSet) marshal() []byte {
 	return b.Bytes()
 }
 
-// updateTokens runs fn on the tokens file under its lock and writes the
-// result atomically when fn returns write=true.
-func updateTokens(dataDir string, fn func(*tokenSet) (write bool, err error)) error {
-	p := filepath.Join(dataDir, TokensFile)
-	lock, err := lockfile.AcquireFor(p, "enrollment tokens")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
-	set, err := readTokens(p)
-	if err != nil {
-		return err
-	}
-	write, err := fn(set)
-	if err != nil || !write {
-		return err
-	}
-	return store.WriteAtomic(p, set.marshal(), 0o600)
+// updateTokens runs fn on the tokens of d and writes the result when fn
+// returns write=true; fn may run more than once.
+func updateTokens(d store.Docs, fn func(*tokenSet) (write bool, err error)) error {
+	ctx, cancel := docCtx()
+	defer cancel()
+	return d.Update(ctx, []string{TokensFile}, func(cur map[string][]byte) (map[string][]byte, error) {
+		set, err := parseTokens(cur[TokensFile], d.Where(TokensFile))
+		if err != nil {
+			return nil, err
+		}
+		write, err := fn(set)
+		if err != nil || !write {
+			return nil, err
+		}
+		return map[string][]byte{TokensFile: set.marshal()}, nil
+	})
 }
 
-func readTokens(p string) (*tokenSet, error) {
-	data, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return &tokenSet{}, nil
-	}
+func readTokens(d store.Docs) (*tokenSet, error) {
+	ctx, cancel := docCtx()
+	defer cancel()
+	data, err := d.Read(ctx, TokensFile)
 	if err != nil {
 		return nil, fmt.Errorf("read enrollment tokens: %w", err)
 	}
-	return parseTokens(data, p)
+	return parseTokens(data, d.Where(TokensFile))
 }
 
 // TokenOptions are the settings of a new token.
@@ -323,9 +317,14 @@ type TokenOptions struct {
 	Comment string
 }
 
-// CreateToken adds a token to dataDir's tokens file and returns it: the only
-// time it is ever shown.
+// CreateToken adds a token to dataDir's tokens file: the flat-file form of
+// Site.CreateToken.
 func CreateToken(dataDir string, o TokenOptions, now time.Time) (string, Token, error) {
+	return Site{DataDir: dataDir}.CreateToken(o, now)
+}
+
+// CreateToken adds a token and returns it: the only time it is ever shown.
+func (s Site) CreateToken(o TokenOptions, now time.Time) (string, Token, error) {
 	if o.Uses < 0 {
 		return "", Token{}, fmt.Errorf("--uses %d: want 1 or more", o.Uses)
 	}
@@ -347,9 +346,6 @@ func CreateToken(dataDir string, o TokenOptions, now time.Time) (string, Token, 
 	if strings.ContainsAny(o.Comment, "\n\r") {
 		return "", Token{}, errors.New("--comment: one line only")
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return "", Token{}, fmt.Errorf("create data folder: %w", err)
-	}
 	tok, t, err := newToken(now)
 	if err != nil {
 		return "", Token{}, err
@@ -358,39 +354,48 @@ func CreateToken(dataDir string, o TokenOptions, now time.Time) (string, Token, 
 	if o.TTL > 0 {
 		t.Expires = now.Add(o.TTL).UTC().Truncate(time.Second)
 	}
-	err = updateTokens(dataDir, func(s *tokenSet) (bool, error) {
-		s.tokens = append(s.tokens, t)
+	err = updateTokens(s.docs(), func(set *tokenSet) (bool, error) {
+		set.tokens = append(set.tokens, t)
 		return true, nil
 	})
 	return tok, t, err
 }
 
-// ListTokens returns the tokens of dataDir.
-func ListTokens(dataDir string) ([]Token, error) {
-	s, err := readTokens(filepath.Join(dataDir, TokensFile))
+// ListTokens returns the tokens of dataDir: the flat-file form of
+// Site.ListTokens.
+func ListTokens(dataDir string) ([]Token, error) { return Site{DataDir: dataDir}.ListTokens() }
+
+// ListTokens returns the tokens.
+func (s Site) ListTokens() ([]Token, error) {
+	set, err := readTokens(s.docs())
 	if err != nil {
 		return nil, err
 	}
-	return s.tokens, nil
+	return set.tokens, nil
 }
+
+// RemoveToken deletes a token of dataDir: the flat-file form of
+// Site.RemoveToken.
+func RemoveToken(dataDir, id string) error { return Site{DataDir: dataDir}.RemoveToken(id) }
 
 // RemoveToken deletes the token with id (or the token whose ID a full token
 // string carries).
-func RemoveToken(dataDir, id string) error {
+func (s Site) RemoveToken(id string) error {
 	if tid, _, err := splitToken(id); err == nil {
 		id = tid
 	}
 	if err := validTokenID(id); err != nil {
 		return err
 	}
-	return updateTokens(dataDir, func(s *tokenSet) (bool, error) {
-		for i := range s.tokens {
-			if s.tokens[i].ID == id {
-				s.tokens = append(s.tokens[:i], s.tokens[i+1:]...)
+	d := s.docs()
+	return updateTokens(d, func(set *tokenSet) (bool, error) {
+		for i := range set.tokens {
+			if set.tokens[i].ID == id {
+				set.tokens = slices.Delete(set.tokens, i, i+1)
 				return true, nil
 			}
 		}
-		return false, fmt.Errorf("no token %s in %s", id, filepath.Join(dataDir, TokensFile))
+		return false, fmt.Errorf("no token %s in %s", id, d.Where(TokensFile))
 	})
 }
 

@@ -116,7 +116,7 @@ func TestTokenLifecycle(t *testing.T) {
 	if bytes.Contains(data, []byte(tok[len("pdt_"+tk.ID+"_"):])) {
 		t.Fatal("the tokens file holds the secret")
 	}
-	set, err := readTokens(filepath.Join(dir, TokensFile))
+	set, err := readTokens(fileDocs(dir, 0))
 	if err != nil {
 		t.Fatal(err)
 	}

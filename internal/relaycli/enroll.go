@@ -36,9 +36,14 @@ func Token() *cli.Command {
 					if c.Int("uses") < 1 {
 						return fmt.Errorf("--uses %d: want 1 or more", c.Int("uses"))
 					}
-					tok, t, err := relay.CreateToken(c.String("data"), relay.TokenOptions{
-						Uses: c.Int("uses"), TTL: c.Duration("ttl"), Names: c.String("names"), Approve: c.Bool("approve"), Comment: c.String("comment"),
-					}, time.Now())
+					var tok string
+					var t relay.Token
+					err := withSite(c, func(site relay.Site) (err error) {
+						tok, t, err = site.CreateToken(relay.TokenOptions{
+							Uses: c.Int("uses"), TTL: c.Duration("ttl"), Names: c.String("names"), Approve: c.Bool("approve"), Comment: c.String("comment"),
+						}, time.Now())
+						return err
+					})
 					if err != nil {
 						return err
 					}
@@ -55,7 +60,11 @@ func Token() *cli.Command {
 				Name:  "ls",
 				Usage: "list tokens (id, uses left, expiry, names, approve, comment)",
 				Action: func(c *cli.Context) error {
-					ts, err := relay.ListTokens(c.String("data"))
+					var ts []relay.Token
+					err := withSite(c, func(site relay.Site) (err error) {
+						ts, err = site.ListTokens()
+						return err
+					})
 					if err != nil {
 						return err
 					}
@@ -82,7 +91,7 @@ func Token() *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("token rm takes the token's ID (paradigm-relay token ls)")
 					}
-					err := relay.RemoveToken(c.String("data"), c.Args().First())
+					err := withSite(c, func(site relay.Site) error { return site.RemoveToken(c.Args().First()) })
 					return printed(c, "removed token "+c.Args().First(), err)
 				},
 			},
@@ -96,7 +105,11 @@ func Pending() *cli.Command {
 		Name:  "pending",
 		Usage: "list enrollments waiting for approval, and rejected keys",
 		Action: func(c *cli.Context) error {
-			ps, err := relay.ListPending(c.String("data"))
+			var ps []relay.PendingNode
+			err := withSite(c, func(site relay.Site) (err error) {
+				ps, err = site.ListPending()
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -112,7 +125,7 @@ func Pending() *cli.Command {
 
 // nameCommand is a command that takes one playnode NAME and prints what fn
 // returns.
-func nameCommand(name, usage string, fn func(dataDir, name string) (string, error)) *cli.Command {
+func nameCommand(name, usage string, fn func(site relay.Site, name string) (string, error)) *cli.Command {
 	return &cli.Command{
 		Name:      name,
 		Usage:     usage,
@@ -121,7 +134,11 @@ func nameCommand(name, usage string, fn func(dataDir, name string) (string, erro
 			if c.NArg() != 1 {
 				return fmt.Errorf("%s takes one playnode NAME", name)
 			}
-			msg, err := fn(c.String("data"), c.Args().First())
+			var msg string
+			err := withSite(c, func(site relay.Site) (err error) {
+				msg, err = fn(site, c.Args().First())
+				return err
+			})
 			return printed(c, msg, err)
 		},
 	}
@@ -129,17 +146,17 @@ func nameCommand(name, usage string, fn func(dataDir, name string) (string, erro
 
 // Approve is `paradigm-relay approve NAME`.
 func Approve() *cli.Command {
-	return nameCommand("approve", "admit a pending enrollment: its key is bound to the name", relay.ApprovePending)
+	return nameCommand("approve", "admit a pending enrollment: its key is bound to the name", relay.Site.ApprovePending)
 }
 
 // Reject is `paradigm-relay reject NAME`.
 func Reject() *cli.Command {
-	return nameCommand("reject", "refuse a pending enrollment; that key stays refused", relay.RejectPending)
+	return nameCommand("reject", "refuse a pending enrollment; that key stays refused", relay.Site.RejectPending)
 }
 
 // Revoke is `paradigm-relay revoke NAME`.
 func Revoke() *cli.Command {
-	return nameCommand("revoke", "remove a playnode's key binding; a running relay disconnects it", relay.Revoke)
+	return nameCommand("revoke", "remove a playnode's key binding; a running relay disconnects it", relay.Site.Revoke)
 }
 
 // Nodes is `paradigm-relay nodes`.
@@ -149,7 +166,11 @@ func Nodes() *cli.Command {
 		Usage: "list authorized playnodes, also those never connected, with how each was enrolled",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON array", EnvVars: []string{"PARADIGM_RELAY_NODES_JSON"}}},
 		Action: func(c *cli.Context) error {
-			rows, err := relay.Nodes(c.String("data"))
+			var rows []relay.NodeRow
+			err := withSite(c, func(site relay.Site) (err error) {
+				rows, err = site.Nodes()
+				return err
+			})
 			if err != nil {
 				return err
 			}

@@ -23,7 +23,11 @@ func Authorize() *cli.Command {
 			if c.NArg() != 2 {
 				return errors.New("authorize takes NAME and PUBKEY, e.g. authorize signage-042 \"$(cat node.key.pub)\"")
 			}
-			msg, err := relay.AuthorizeNode(c.String("data"), c.Args().Get(0), c.Args().Get(1))
+			var msg string
+			err := withSite(c, func(site relay.Site) (err error) {
+				msg, err = site.AuthorizeNode(c.Args().Get(0), c.Args().Get(1))
+				return err
+			})
 			return printed(c, msg, err)
 		},
 	}
@@ -122,7 +126,7 @@ func Alias() *cli.Command {
 						return err
 					}
 					a := store.Assignment{Playnode: c.Args().Get(0), Service: c.Args().Get(1), Portalias: port}
-					err = relay.AliasSet(c.Context, c.String("data"), a, c.Bool("force"))
+					err = withStore(c, func(st store.Store) error { return relay.AliasSet(c.Context, c.String("data"), st, a, c.Bool("force")) })
 					return printed(c, fmt.Sprintf("%s %s -> portalias %d", a.Playnode, a.Service, a.Portalias), err)
 				},
 			},
@@ -131,7 +135,11 @@ func Alias() *cli.Command {
 				Usage:     "remove stale portaliases: of services the playnode's last hello did not register",
 				ArgsUsage: "[PLAYNODE...] (all playnodes when none)",
 				Action: func(c *cli.Context) error {
-					removed, err := relay.AliasPrune(c.Context, c.String("data"), c.Args().Slice())
+					var removed []store.Assignment
+					err := withStore(c, func(st store.Store) (err error) {
+						removed, err = relay.AliasPrune(c.Context, c.String("data"), st, c.Args().Slice())
+						return err
+					})
 					for _, a := range removed {
 						fmt.Fprintf(c.App.Writer, "removed %s %s portalias %d\n", a.Playnode, a.Service, a.Portalias)
 					}
@@ -150,7 +158,11 @@ func Alias() *cli.Command {
 						return errors.New("alias rm takes PLAYNODE [SERVICE]")
 					}
 					playnode := c.Args().Get(0)
-					n, err := relay.AliasRemove(c.Context, c.String("data"), playnode, c.Args().Get(1))
+					var n int
+					err := withStore(c, func(st store.Store) (err error) {
+						n, err = relay.AliasRemove(c.Context, c.String("data"), st, playnode, c.Args().Get(1))
+						return err
+					})
 					return printed(c, fmt.Sprintf("removed %d portalias(es) of %s", n, playnode), err)
 				},
 			},

@@ -34,11 +34,42 @@ func GlobalFlags() []cli.Flag {
 	)
 }
 
-// OpenStore opens the assignment store that --store, --store-ca,
-// --store-cert and --store-key name: nil (the flat file in --data) when
-// --store is empty. Any command may call it; its errors name the flag.
-func OpenStore(c *cli.Context) (store.Store, error) {
-	return etcdstore.OpenURL(c.String("store"), c.String("store-ca"), c.String("store-cert"), c.String("store-key"))
+// OpenShared opens the shared store that --store, --store-ca, --store-cert
+// and --store-key name: the portaliases and the authorization documents
+// over one connection; nil (the flat files in --data) when --store is
+// empty. Any command may call it; its errors name the flag.
+func OpenShared(c *cli.Context) (*etcdstore.Shared, error) {
+	return etcdstore.OpenShared(c.String("store"), c.String("store-ca"), c.String("store-cert"), c.String("store-key"))
+}
+
+// withStore runs fn with the portalias store the --store flags name (nil
+// for none), closed afterwards.
+func withStore(c *cli.Context, fn func(store.Store) error) error {
+	sh, err := OpenShared(c)
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+	return fn(sh.Store())
+}
+
+// withSite runs fn with where the authorization lives: the documents of
+// the --store flags' store, or the flat files in --data, unless the relay
+// of that folder keeps them in a shared store (a change there would be
+// lost).
+func withSite(c *cli.Context, fn func(relay.Site) error) error {
+	sh, err := OpenShared(c)
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+	site := relay.Site{DataDir: c.String("data"), Docs: sh.Docs()}
+	if sh == nil {
+		if shared := relay.SharedStoreOf(site.DataDir); shared != "" {
+			return fmt.Errorf("the relay on %s keeps its authorized nodes, tokens and pending list in %s: give --store %s, with --store-ca, --store-cert and --store-key if it uses TLS", site.DataDir, shared, shared)
+		}
+	}
+	return fn(site)
 }
 
 // printed prints msg on its own line unless err.

@@ -99,9 +99,11 @@ func (f *serveFlags) configs(c *cli.Context) (relay.Config, admin.Config, error)
 	if rc.PortLow, rc.PortHigh, err = relay.ParsePortRange(f.ports); err != nil {
 		return rc, ac, fmt.Errorf("--ports: %w", err)
 	}
-	if rc.Store, err = OpenStore(c); err != nil {
+	sh, err := OpenShared(c)
+	if err != nil {
 		return rc, ac, err
 	}
+	rc.Store, rc.Docs = sh.Store(), sh.Docs() // closed when the process ends
 	rc.DataDir, ac.Webhooks = c.String("data"), c.StringSlice("webhook")
 	return rc, ac, nil
 }

@@ -3,10 +3,11 @@
 // and passes the same conformance suite as the flat file.
 //
 // Layout under PREFIX (one key per assignment, no lease: an assignment is
-// permanent until someone removes it):
+// permanent until someone removes it; the relay's other documents beside):
 //
 //	PREFIX/portaliases/ports/PORT  ->  "PLAYNODE SERVICE"
 //	PREFIX/portaliases/version     ->  "" (rewritten by every commit)
+//	PREFIX/docs/NAME               ->  a document (see Docs)
 //
 // Update reads the whole range at one revision, runs fn on the table built
 // from it, and writes the difference in one transaction that commits only
@@ -40,6 +41,11 @@ import (
 // unreachable refuses new assignments with an error instead of hanging.
 const DefaultTimeout = 10 * time.Second
 
+// maxSend is the largest request the client sends: above etcd's
+// --max-request-bytes (1.5 MiB by default, 10 MiB at most advised), so
+// that etcd's own limit is the one that refuses, whatever it is set to.
+const maxSend = 16 << 20
+
 // maxAttempts bounds how often Update re-runs fn when other writers keep
 // committing first; each lost race means another writer made progress.
 const maxAttempts = 50
@@ -52,6 +58,8 @@ type Store struct {
 
 	cli       *clientv3.Client
 	endpoints string // for error messages
+	url       string // etcd://ENDPOINTS/PREFIX, what String returns
+	prefix    string // /PREFIX, under which every key lives
 	ports     string // PREFIX/portaliases/ports/
 	version   string // PREFIX/portaliases/version
 	root      string // PREFIX/portaliases/, what Watch watches
@@ -90,6 +98,7 @@ func Open(endpoints []string, prefix string, tlsConfig *tls.Config) (*Store, err
 		Logger:               zap.NewNop(), // errors reach the caller; the relay logs them
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
+		MaxCallSendMsgSize:   maxSend,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open etcd store %s: %w", strings.Join(endpoints, ","), err)
@@ -98,12 +107,17 @@ func Open(endpoints []string, prefix string, tlsConfig *tls.Config) (*Store, err
 	return &Store{
 		cli:       cli,
 		endpoints: strings.Join(endpoints, ","),
+		url:       "etcd://" + strings.Join(endpoints, ",") + "/" + p,
+		prefix:    "/" + p,
 		root:      root,
 		ports:     root + "ports/",
 		version:   root + "version",
 		cluster:   "/" + p + "/cluster/",
 	}, nil
 }
+
+// String is the store as --store names it, etcd://HOST:PORT[,...]/PREFIX.
+func (s *Store) String() string { return s.url }
 
 // Close releases the connection to etcd; Watch calls in progress return.
 func (s *Store) Close() error {

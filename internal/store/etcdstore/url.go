@@ -20,8 +20,23 @@ import (
 // --client-cert-auth; both or neither). Any of the three turns TLS on.
 // An empty storeURL returns a nil store.Store and no error: the relay then
 // keeps its flat file. It returns the interface so that nil stays nil in
-// relay.Config.Store.
+// relay.Config.Store. OpenShared gives the relay's documents too.
 func OpenURL(storeURL, ca, cert, key string) (store.Store, error) {
+	sh, err := OpenShared(storeURL, ca, cert, key)
+	return sh.Store(), err
+}
+
+// Shared is everything relays share in one etcd, over one connection:
+// the portalias table and the documents (authorized playnodes, enrollment
+// tokens, pending list). A nil *Shared is no etcd at all: its Store and
+// Docs are nil, so that relay.Config keeps its flat files.
+type Shared struct {
+	s *Store
+}
+
+// OpenShared opens what --store names, as OpenURL does; an empty storeURL
+// returns a nil *Shared and no error.
+func OpenShared(storeURL, ca, cert, key string) (*Shared, error) {
 	if storeURL == "" {
 		if ca != "" || cert != "" || key != "" {
 			return nil, errors.New("--store-ca, --store-cert and --store-key need --store etcd://HOST:PORT/PREFIX")
@@ -40,7 +55,31 @@ func OpenURL(storeURL, ca, cert, key string) (store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s, nil
+	return &Shared{s: s}, nil
+}
+
+// Store is the portalias table, nil for a nil Shared.
+func (sh *Shared) Store() store.Store {
+	if sh == nil {
+		return nil
+	}
+	return sh.s
+}
+
+// Docs are the relay's documents, nil for a nil Shared.
+func (sh *Shared) Docs() store.Docs {
+	if sh == nil {
+		return nil
+	}
+	return sh.s.Docs()
+}
+
+// Close releases the connection; Watch calls in progress return.
+func (sh *Shared) Close() error {
+	if sh == nil {
+		return nil
+	}
+	return sh.s.Close()
 }
 
 // parseURL splits etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
