@@ -56,9 +56,10 @@ func (f *failoverFigures) allBack() (time.Duration, bool) {
 // dead by the keepalives only) and times, from just before the signal, until every playnode that was at home there is
 // connected elsewhere (as the nodes see it), shown online elsewhere by
 // each surviving relay's admin API, and answering a 64-byte echo through
-// its portalias on each surviving relay. Without node failover in this
-// tree the benchmark itself restarts those playnodes against the
-// survivors right after the kill (an instant, ideal failover).
+// its portalias on each surviving relay. The playnodes fail over by
+// themselves (node.Config.Relays); with -failover bench the benchmark
+// restarts each against the survivors as soon as its session ended (an
+// ideal, instant move, for comparison).
 func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relayProc, victim int, nodes []*simNode, svc []node.Service) (*failoverFigures, error) {
 	killed := relays[victim]
 	var survivors []*relayProc
@@ -96,7 +97,7 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 	}
 
 	var wg sync.WaitGroup
-	if !nodeFailover {
+	if s.failover == failoverBench {
 		wg.Go(func() { moveNodes(ctx, f, vic, survivors, svc) })
 	}
 	wg.Go(func() { ff.nodeBack = watchNodes(ctx, vic, killed.listen, t0) })
@@ -142,9 +143,8 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 }
 
 // moveNodes restarts every victim against the survivors (alternating
-// which is first) as soon as it saw its session end, as nodes with
-// failover would each move: used only when this tree's node cannot fail
-// over by itself.
+// which is first) as soon as it saw its session end: -failover bench, an
+// ideal move without the node's backoff step.
 func moveNodes(ctx context.Context, f *fleet, vic []*simNode, survivors []*relayProc, svc []node.Service) {
 	var wg sync.WaitGroup
 	for i, n := range vic {

@@ -37,6 +37,12 @@ const (
 	failStop = "stop"
 )
 
+// Who moves the failed relay's playnodes (-failover).
+const (
+	failoverNode  = "node"
+	failoverBench = "bench"
+)
+
 // settings are the run's sizes and what it set up.
 type settings struct {
 	nodes        int
@@ -49,6 +55,7 @@ type settings struct {
 	keep         bool
 	budget       time.Duration
 	fail         string // failKill or failStop
+	failover     string // failoverNode or failoverBench
 
 	tmp               string
 	relayBin          string
@@ -67,6 +74,7 @@ func main() {
 	flag.DurationVar(&s.failoverWait, "failover-wait", 0, "longest wait for the failed relay's playnodes to be back (default 1m, with -fail stop 13 keepalives + 1m)")
 	flag.IntVar(&s.portFrom, "ports-from", 23000, "lowest portalias tried (a free window of nodes+3 ports is used)")
 	flag.StringVar(&s.fail, "fail", failKill, "how relay A fails: kill (SIGKILL: the kernel closes its connections) or stop (SIGSTOP: it hangs with its connections open)")
+	flag.StringVar(&s.failover, "failover", failoverNode, "who moves the failed relay's playnodes: node (they fail over by themselves) or bench (the benchmark restarts each against the survivors once its session ended: an ideal move, for comparison)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the temporary folder (relay logs, data folders, etcd)")
 	flag.DurationVar(&s.budget, "timeout", 15*time.Minute, "the whole run is cancelled after this")
 	flag.Parse()
@@ -82,6 +90,10 @@ func main() {
 	}
 	if s.fail != failKill && s.fail != failStop {
 		fmt.Fprintln(os.Stderr, "clusterbench: -fail is kill or stop")
+		os.Exit(2)
+	}
+	if s.failover != failoverNode && s.failover != failoverBench {
+		fmt.Fprintln(os.Stderr, "clusterbench: -failover is node or bench")
 		os.Exit(2)
 	}
 	if s.nodes < 3 || s.rttN < hopRounds || s.connN < hopRounds || s.bulk <= 0 || s.bulkRounds < 1 {

@@ -40,13 +40,15 @@ type fleet struct {
 
 // run starts n with relays (in preference order) and services at addrs.
 func (f *fleet) run(ctx context.Context, n *simNode, relays []string, services []node.Service) error {
+	// paradigm-node run --relay A --relay B --relay C --fingerprint ...
+	// (each relay's), with the command's defaults.
 	cfg := node.Config{
+		Relays: relays, PreferFirstAfter: node.DefaultPreferFirstAfter,
 		Fingerprint: f.fps[0], Fingerprints: f.fps[1:],
 		KeyFile: n.p.keyFile, Name: n.p.name, Services: services,
 		Keepalive: f.s.keepalive,
 		Logger:    slog.New(&sessionHandler{f: f, n: n}),
 	}
-	setRelays(&cfg, relays)
 	nd, err := node.New(cfg)
 	if err != nil {
 		return err

@@ -41,7 +41,7 @@ func (r *results) print(w io.Writer) {
 	fmt.Fprintf(w, "- command: `%s`\n", strings.Join(append([]string{"go run ./bench/cmd/clusterbench"}, os.Args[1:]...), " "))
 	fmt.Fprintf(w, "- machine: %s, %d CPUs, load average %s at the start, %s at the end; paradigm %s\n", host, numCPU(), r.load0, r.load1, r.commit)
 	fmt.Fprintf(w, "- 3 relays (`paradigm-relay serve` processes on 127.0.0.2-4, one etcd), %d simulated playnodes (in-process node.Run, own keys, one echo service each) + 1 measured playnode; keepalive %v (relays and playnodes), presence lease %v; failover: %s; took %v\n\n",
-		s.nodes, s.keepalive, 2*s.keepalive, failoverMode(), r.took.Round(time.Second))
+		s.nodes, s.keepalive, 2*s.keepalive, failoverMode(s), r.took.Round(time.Second))
 	if r.hop != nil {
 		r.printHop(w)
 	}
@@ -51,11 +51,11 @@ func (r *results) print(w io.Writer) {
 	r.printRSS(w)
 }
 
-func failoverMode() string {
-	if nodeFailover {
-		return "by the playnodes (node.Config.Relays, each relay first for a third)"
+func failoverMode(s *settings) string {
+	if s.failover == failoverBench {
+		return "-failover bench: the benchmark restarts each of the failed relay's playnodes against the survivors as soon as its session ended (no backoff step)"
 	}
-	return "NOT in this tree's node: the benchmark restarts the killed relay's playnodes against the survivors at once"
+	return "by the playnodes themselves (`--relay` x 3, each relay first for a third, the other two in alternating order; node defaults: backoff from 0.5 s doubling to 30 s, jittered in [d/2, d], --prefer-first-after 5m)"
 }
 
 func (r *results) printHop(w io.Writer) {
