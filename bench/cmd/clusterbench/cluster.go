@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"paradigm/internal/node"
+	"paradigm/internal/store/etcdstore"
 )
 
 // cluster is the run's etcd, three relays, the device-side services and
@@ -57,12 +58,17 @@ func startCluster(ctx context.Context, s *settings, res *results) (_ *cluster, e
 		if err != nil {
 			return nil, err
 		}
-		if err := authorizeAll(r.data, c.pns); err != nil {
-			return nil, fmt.Errorf("authorize in relay %s's folder: %w", r.name, err)
-		}
 		c.relays = append(c.relays, r)
 	}
-	if err := pinPortaliases(ctx, s.etcdAddr, storePrefix, c.pns); err != nil {
+	es, err := etcdstore.Open([]string{s.etcdAddr}, storePrefix, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open etcd store: %w", err)
+	}
+	defer es.Close()
+	if err := authorizeAll(ctx, es, c.pns); err != nil {
+		return nil, fmt.Errorf("authorize the playnodes in etcd: %w", err)
+	}
+	if err := pinPortaliases(ctx, es, c.pns); err != nil {
 		return nil, err
 	}
 	for _, r := range c.relays {
@@ -120,7 +126,7 @@ func (c *cluster) connectAll(ctx context.Context, res *results) error {
 	}
 	logf("connecting %d simulated playnodes (each relay first for a third)", c.s.nodes)
 	t0 := time.Now()
-	if err := c.fleet.startAll(ctx, c.nodes, c.relaysOf, c.simServices()); err != nil {
+	if err := c.fleet.startAll(ctx, c.nodes, c.relaysOf, c.simServices(), time.Minute); err != nil {
 		return err
 	}
 	want := int64(c.s.nodes + 1)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -86,19 +87,26 @@ func (n *simNode) currentRelay() string {
 	return ""
 }
 
-// startAll starts every node, keeping at most startInFlight connecting.
-func (f *fleet) startAll(ctx context.Context, nodes []*simNode, relaysOf func(i int) []string, services []node.Service) error {
+// startAll starts every node, keeping at most startInFlight connecting,
+// and gives up when they stop connecting for limit.
+func (f *fleet) startAll(ctx context.Context, nodes []*simNode, relaysOf func(i int) []string, services []node.Service, limit time.Duration) error {
 	var started int64
 	for i, n := range nodes {
 		if err := f.run(ctx, n, relaysOf(i), services); err != nil {
 			return err
 		}
 		started++
-		for started-f.connected.Load() > startInFlight && ctx.Err() == nil {
-			time.Sleep(5 * time.Millisecond) // bounded by the run's deadline
+		for since := time.Now(); started-f.connected.Load() > startInFlight; {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if time.Since(since) > limit {
+				return fmt.Errorf("%d of %d playnodes started, only %d connected after %v (see the relays' logs)", started, len(nodes), f.connected.Load(), limit)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	return ctx.Err()
+	return nil
 }
 
 // sessionHandler follows one node's sessions through its log records:

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -68,29 +66,25 @@ func makeKeys(dir string, n int, low uint16) ([]*playnode, error) {
 	return pns, nil
 }
 
-// authorizeAll binds every playnode's key in dataDir's authorized_nodes.
-// The first goes through relay.Authorize; the others are appended in the
-// same syntax in one write, because Authorize rereads and atomically
-// rewrites (with fsync) the whole file per call: O(n²) for 1,000 keys
-// (tunnelbench does the same).
-func authorizeAll(dataDir string, pns []*playnode) error {
-	path := filepath.Join(dataDir, relay.AuthorizedFile)
-	if err := relay.Authorize(path, pns[0].name, pns[0].key, pns[0].name); err != nil {
+// authorizeAll binds every playnode's key in the cluster's authorized
+// nodes, one etcd document shared by the three relays (PREFIX/docs/
+// authorized_nodes, what `paradigm-relay authorize --store ...` edits).
+// The first goes through relay.Site.Authorize; the others are appended in
+// the same syntax in one update, because each Authorize call rereads and
+// rewrites the whole document: O(n²) for 1,000 keys (tunnelbench does the
+// same with the flat file).
+func authorizeAll(ctx context.Context, es *etcdstore.Store, pns []*playnode) error {
+	docs := es.Docs()
+	if err := (relay.Site{Docs: docs}).Authorize(pns[0].name, pns[0].key, pns[0].name); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriter(f)
+	var more []byte
 	for _, p := range pns[1:] {
-		fmt.Fprintf(w, "playnode=%q %s\n", p.name, identity.PublicLine(p.key, p.name))
+		more = fmt.Appendf(more, "playnode=%q %s\n", p.name, identity.PublicLine(p.key, p.name))
 	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return docs.Update(ctx, []string{relay.AuthorizedFile}, func(cur map[string][]byte) (map[string][]byte, error) {
+		return map[string][]byte{relay.AuthorizedFile: append(slices.Clip(cur[relay.AuthorizedFile]), more...)}, nil
+	})
 }
 
 // pinPortaliases writes every playnode's portaliases into the cluster's
@@ -98,12 +92,7 @@ func authorizeAll(dataDir string, pns []*playnode) error {
 // cluster that has seen these playnodes before has). It writes 100 at a
 // time: one update is one etcd transaction, and etcd refuses more than
 // --max-txn-ops (default 128) operations in one.
-func pinPortaliases(ctx context.Context, etcdAddr, prefix string, pns []*playnode) error {
-	s, err := etcdstore.Open([]string{etcdAddr}, prefix, nil)
-	if err != nil {
-		return fmt.Errorf("open etcd store: %w", err)
-	}
-	defer s.Close()
+func pinPortaliases(ctx context.Context, s *etcdstore.Store, pns []*playnode) error {
 	var all []store.Assignment
 	for _, p := range pns {
 		for k, svc := range p.services {
@@ -111,7 +100,7 @@ func pinPortaliases(ctx context.Context, etcdAddr, prefix string, pns []*playnod
 		}
 	}
 	for chunk := range slices.Chunk(all, 100) {
-		_, err = s.Update(ctx, func(t *store.Table) error {
+		_, err := s.Update(ctx, func(t *store.Table) error {
 			for _, a := range chunk {
 				if err := t.Set(a); err != nil {
 					return err
