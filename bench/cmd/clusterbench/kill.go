@@ -52,14 +52,14 @@ func (f *failoverFigures) allBack() (time.Duration, bool) {
 }
 
 // measureFailover kills relays[victim] with SIGKILL (or, with -fail stop,
-// freezes it with SIGSTOP: a hung relay whose connections stay open, found
-// dead by the keepalives only) and times, from just before the signal, until every playnode that was at home there is
-// connected elsewhere (as the nodes see it), shown online elsewhere by
-// each surviving relay's admin API, and answering a 64-byte echo through
-// its portalias on each surviving relay. The playnodes fail over by
-// themselves (node.Config.Relays); with -failover bench the benchmark
-// restarts each against the survivors as soon as its session ended (an
-// ideal, instant move, for comparison).
+// freezes it with SIGSTOP: a hung relay whose connections stay open) and
+// times, from just before the signal, until every playnode that was at
+// home there is connected elsewhere (as the nodes see it), shown online
+// elsewhere by each surviving relay's admin API, and answering a 64-byte
+// echo through its portalias on each surviving relay. The playnodes fail
+// over by themselves (node.Config.Relays); with -failover bench the
+// benchmark restarts each against the survivors as soon as its session
+// ended (an ideal, instant move, for comparison).
 func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relayProc, victim int, nodes []*simNode, svc []node.Service) (*failoverFigures, error) {
 	killed := relays[victim]
 	var survivors []*relayProc
@@ -74,59 +74,20 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 			vic = append(vic, n)
 		}
 	}
-	ff := &failoverFigures{killed: killed.name, victims: len(vic), survivors: len(survivors), adminAll: map[string]time.Duration{}, adminGone: map[string]time.Duration{},
-		echoBack: map[string][]time.Duration{}, landed: map[string]int{}}
 	if len(vic) == 0 {
 		return nil, fmt.Errorf("no playnode at home on relay %s", killed.name)
 	}
+	ff := &failoverFigures{killed: killed.name, victims: len(vic), survivors: len(survivors),
+		adminAll: map[string]time.Duration{}, adminGone: map[string]time.Duration{},
+		echoBack: map[string][]time.Duration{}, landed: map[string]int{}}
 	ctx, cancel := context.WithTimeout(ctx, s.failoverWait)
 	defer cancel()
-	var cpu0 float64
-	for _, r := range survivors {
-		cpu0 += cpuSeconds(r.pid())
-	}
-	self0 := cpuSeconds(os.Getpid())
+	cpu0, self0 := relaysCPU(survivors), cpuSeconds(os.Getpid())
 	t0 := time.Now()
-	if s.fail == failStop {
-		logf("failover: SIGSTOP relay %s (%d playnodes at home there): it hangs, its connections stay open", killed.name, len(vic))
-		killed.freeze()
-	} else {
-		logf("failover: kill -9 relay %s (%d playnodes at home there)", killed.name, len(vic))
-		killed.kill()
-		logf("failover: relay %s gone after %v", killed.name, time.Since(t0).Round(time.Millisecond))
-	}
-
-	var wg sync.WaitGroup
-	if s.failover == failoverBench {
-		wg.Go(func() { moveNodes(ctx, f, vic, survivors, svc) })
-	}
-	wg.Go(func() { ff.nodeBack = watchNodes(ctx, vic, killed.listen, t0) })
-	var mu sync.Mutex // guards ff.adminAll, ff.echoBack
-	for _, r := range survivors {
-		wg.Go(func() {
-			gone, all, ok := watchAdmin(ctx, r, vic, killed.listen, t0)
-			mu.Lock()
-			if gone != 0 {
-				ff.adminGone[r.name] = gone
-			}
-			if ok {
-				ff.adminAll[r.name] = all
-			}
-			mu.Unlock()
-		})
-	}
-	wg.Go(func() {
-		back, local, remote := echoUntilBack(ctx, vic, survivors, killed.listen, t0)
-		mu.Lock()
-		ff.echoBack, ff.lagLocal, ff.lagRemote = back, local, remote
-		mu.Unlock()
-	})
-	wg.Wait()
+	failRelay(s, killed, len(vic), t0)
+	ff.observe(ctx, s, f, vic, killed.listen, survivors, svc, t0)
 	ff.cpuWall = time.Since(t0).Seconds()
-	for _, r := range survivors {
-		ff.cpuSurvivors += cpuSeconds(r.pid())
-	}
-	ff.cpuSurvivors -= cpu0
+	ff.cpuSurvivors = relaysCPU(survivors) - cpu0
 	ff.cpuSelf = cpuSeconds(os.Getpid()) - self0
 	for _, n := range vic {
 		name := "none"
@@ -140,6 +101,63 @@ func measureFailover(ctx context.Context, s *settings, f *fleet, relays []*relay
 	ff.noteMissing(survivors, len(vic))
 	ff.otherOK, ff.otherSeen = sampleOthers(nodes, vic, survivors)
 	return ff, nil
+}
+
+// failRelay kills or freezes r (-fail).
+func failRelay(s *settings, r *relayProc, playnodes int, t0 time.Time) {
+	if s.fail == failStop {
+		logf("failover: SIGSTOP relay %s (%d playnodes at home there): it hangs, its connections stay open", r.name, playnodes)
+		r.freeze()
+		return
+	}
+	logf("failover: kill -9 relay %s (%d playnodes at home there)", r.name, playnodes)
+	r.kill()
+	logf("failover: relay %s gone after %v", r.name, time.Since(t0).Round(time.Millisecond))
+}
+
+// observe runs the watchers (and, with -failover bench, the move) until
+// each is done or ctx ends.
+func (ff *failoverFigures) observe(ctx context.Context, s *settings, f *fleet, vic []*simNode, killed string, survivors []*relayProc, svc []node.Service, t0 time.Time) {
+	var wg sync.WaitGroup
+	if s.failover == failoverBench {
+		wg.Go(func() { moveNodes(ctx, f, vic, survivors, svc) })
+	}
+	var mu sync.Mutex // guards ff's fields until wg.Wait returns
+	wg.Go(func() {
+		back := watchNodes(ctx, vic, killed, t0)
+		mu.Lock()
+		ff.nodeBack = back
+		mu.Unlock()
+	})
+	for _, r := range survivors {
+		wg.Go(func() {
+			gone, all, ok := watchAdmin(ctx, r, vic, killed, t0)
+			mu.Lock()
+			if gone != 0 {
+				ff.adminGone[r.name] = gone
+			}
+			if ok {
+				ff.adminAll[r.name] = all
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Go(func() {
+		back, local, remote := echoUntilBack(ctx, vic, survivors, killed, t0)
+		mu.Lock()
+		ff.echoBack, ff.lagLocal, ff.lagRemote = back, local, remote
+		mu.Unlock()
+	})
+	wg.Wait()
+}
+
+// relaysCPU is the CPU seconds rs used so far, together.
+func relaysCPU(rs []*relayProc) float64 {
+	var sum float64
+	for _, r := range rs {
+		sum += cpuSeconds(r.pid())
+	}
+	return sum
 }
 
 // moveNodes restarts every victim against the survivors (alternating
@@ -230,31 +248,20 @@ const echoWorkers = 256
 // until it answers; a dispatcher hands due probes to the workers every
 // 5 ms.
 func echoUntilBack(ctx context.Context, vic []*simNode, survivors []*relayProc, killed string, t0 time.Time) (back map[string][]time.Duration, local, remote []time.Duration) {
-	type job struct {
-		n          *simNode
-		r          *relayProc
-		next       time.Time
-		busy, done bool
-	}
-	type result struct {
-		i  int
-		ok bool
-		at time.Duration
-	}
-	var jobs []*job
+	var jobs []*probeJob
 	for _, r := range survivors {
 		for _, n := range vic {
-			jobs = append(jobs, &job{n: n, r: r})
+			jobs = append(jobs, &probeJob{n: n, r: r})
 		}
 	}
 	work := make(chan int, len(jobs))
-	results := make(chan result, len(jobs))
+	results := make(chan probeResult, len(jobs))
 	var wg sync.WaitGroup
 	for range echoWorkers {
 		wg.Go(func() {
 			for i := range work {
 				err := echoOnce(jobs[i].r.portalias(jobs[i].n.p.port))
-				results <- result{i, err == nil, time.Since(t0)}
+				results <- probeResult{i, err == nil, time.Since(t0)}
 			}
 		})
 	}
@@ -272,26 +279,21 @@ func echoUntilBack(ctx context.Context, vic []*simNode, survivors []*relayProc, 
 			work <- i
 		}
 		sleepCtx(ctx, 5*time.Millisecond)
-		for drained := false; !drained; {
-			select {
-			case res := <-results:
-				j := jobs[res.i]
-				j.busy = false
-				if res.ok {
-					j.done = true
-					left--
-					back[j.r.name] = append(back[j.r.name], res.at)
-					lag := res.at - time.Unix(0, j.n.upAt.Load()).Sub(t0)
-					if j.n.currentRelay() == j.r.listen {
-						local = append(local, lag)
-					} else {
-						remote = append(remote, lag)
-					}
-				} else {
-					j.next = time.Now().Add(20 * time.Millisecond)
-				}
-			default:
-				drained = true
+		for _, res := range drain(results) {
+			j := jobs[res.i]
+			j.busy = false
+			if !res.ok {
+				j.next = time.Now().Add(20 * time.Millisecond)
+				continue
+			}
+			j.done = true
+			left--
+			back[j.r.name] = append(back[j.r.name], res.at)
+			lag := res.at - time.Unix(0, j.n.upAt.Load()).Sub(t0)
+			if j.n.currentRelay() == j.r.listen {
+				local = append(local, lag)
+			} else {
+				remote = append(remote, lag)
 			}
 		}
 	}
@@ -303,6 +305,34 @@ func echoUntilBack(ctx context.Context, vic []*simNode, survivors []*relayProc, 
 	sortDurations(local)
 	sortDurations(remote)
 	return back, local, remote
+}
+
+// probeJob is one victim's portalias on one survivor, owned by
+// echoUntilBack's dispatcher.
+type probeJob struct {
+	n          *simNode
+	r          *relayProc
+	next       time.Time // not before
+	busy, done bool
+}
+
+type probeResult struct {
+	i  int // index of the job
+	ok bool
+	at time.Duration // since the signal
+}
+
+// drain takes what c holds now without waiting.
+func drain(c <-chan probeResult) []probeResult {
+	var out []probeResult
+	for {
+		select {
+		case r := <-c:
+			out = append(out, r)
+		default:
+			return out
+		}
+	}
 }
 
 // echoOnce dials addr and makes one 64-byte round trip.

@@ -39,7 +39,7 @@ func measureHop(ctx context.Context, s *settings, paths []path, relayPIDs []int)
 	h := &hopFigures{rtt: map[string][]time.Duration{}, conn: map[string][]time.Duration{},
 		upMiBs: map[string][]float64{}, downMiBs: map[string][]float64{},
 		relayCPU: map[string]float64{}, selfCPU: map[string]float64{}}
-	relaysCPU := func() float64 {
+	relayCPUNow := func() float64 {
 		var sum float64
 		for _, pid := range relayPIDs {
 			sum += cpuSeconds(pid)
@@ -58,7 +58,7 @@ func measureHop(ctx context.Context, s *settings, paths []path, relayPIDs []int)
 	logf("mesh hop: %d x %d MiB each way per path", s.bulkRounds, s.bulk>>20)
 	for range s.bulkRounds {
 		for _, p := range paths {
-			r0, s0 := relaysCPU(), cpuSeconds(os.Getpid())
+			r0, s0 := relayCPUNow(), cpuSeconds(os.Getpid())
 			up, err := upload(ctx, p.sink, s.bulk)
 			if err != nil {
 				return nil, fmt.Errorf("%s: upload: %w", p.name, err)
@@ -67,7 +67,7 @@ func measureHop(ctx context.Context, s *settings, paths []path, relayPIDs []int)
 			if err != nil {
 				return nil, fmt.Errorf("%s: download: %w", p.name, err)
 			}
-			h.relayCPU[p.name] += relaysCPU() - r0
+			h.relayCPU[p.name] += relayCPUNow() - r0
 			h.selfCPU[p.name] += cpuSeconds(os.Getpid()) - s0
 			gib[p.name] += 2 * float64(s.bulk) / (1 << 30)
 			h.upMiBs[p.name] = append(h.upMiBs[p.name], up)
