@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -50,13 +51,20 @@ type mesh struct {
 }
 
 // meshLink is one link, or the dial in progress; ready is closed when the
-// dial ended, and sess or err set before.
+// dial ended, and sess or err set before. A failed dial stays in the map
+// until failedAt+meshRedialAfter, so that connections to a relay that is
+// down are refused at once instead of each dialling it again.
 type meshLink struct {
-	member store.Member
-	ready  chan struct{}
-	sess   mux.Session
-	err    error
+	member   store.Member
+	ready    chan struct{}
+	sess     mux.Session
+	err      error
+	failedAt time.Time
 }
+
+// meshRedialAfter is how long a failed dial answers for the relay before
+// the next connection dials it again.
+const meshRedialAfter = time.Second
 
 // session returns the link to member m, dialling it (once, however many
 // connections wait) if there is none.
@@ -66,6 +74,9 @@ func (m *mesh) session(ctx context.Context, member store.Member) (mux.Session, e
 	}
 	m.mu.Lock()
 	l := m.links[member.ID]
+	if l != nil && !l.failedAt.IsZero() && time.Since(l.failedAt) >= meshRedialAfter {
+		l = nil // failed a while ago: dial again
+	}
 	if l == nil || l.member != member {
 		l = &meshLink{member: member, ready: make(chan struct{})}
 		m.links[member.ID] = l
@@ -93,9 +104,7 @@ func (m *mesh) dial(l *meshLink) {
 	current := m.links[l.member.ID] == l
 	switch {
 	case err != nil:
-		if current {
-			delete(m.links, l.member.ID)
-		}
+		l.failedAt = time.Now() // kept in the map: the next ones fail at once
 		err = fmt.Errorf("mesh link to relay %s: %w", l.member.ID, err)
 	case !current:
 		sess.Close()
@@ -113,7 +122,10 @@ func (m *mesh) dial(l *meshLink) {
 	m.mu.Unlock()
 	close(l.ready)
 	if err != nil {
-		m.r.log.Warn("relay mesh", "err", err)
+		// Rate-limited: a dead relay still recorded as a playnode's home
+		// fails every connection to it until its lease ends.
+		ap, _ := netip.ParseAddrPort(l.member.Addr)
+		m.r.throttle.Warn("mesh-dial", ap.Addr(), "relay mesh", "relay", l.member.ID, "err", err)
 	}
 }
 
