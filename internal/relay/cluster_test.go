@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"paradigm/internal/identity"
 	"paradigm/internal/mux"
 	"paradigm/internal/node"
+	"paradigm/internal/proto"
 	"paradigm/internal/relay"
 	"paradigm/internal/store"
 	"paradigm/internal/store/etcdstore"
@@ -288,5 +290,38 @@ func TestProbeCounted(t *testing.T) {
 	waitFor(t, "the probe counted", func() bool { return r.Snapshot().Counters.Probes == 1 })
 	if c := r.Snapshot().Counters; c.HandshakeFailed != 0 {
 		t.Errorf("a probe counted as a failed handshake: %+v", c)
+	}
+}
+
+// TestMeshRefusesStrangers: the mesh is open only to the host keys the
+// cluster's relays registered. A playnode's key, or any other, asking for
+// the mesh user is refused at authentication; a relay's own host key is
+// let in.
+func TestMeshRefusesStrangers(t *testing.T) {
+	e := etcdtest.Start(t)
+	rs := clusterRelays(t, e, "strangers", 2)
+	a, b := rs[0], rs[1]
+	_, nodeKey := authorize(t, a.cfg, "pi")
+	waitFor(t, "both relays members", func() bool { c := a.Snapshot().Cluster; return c != nil && len(c.Members) == 2 })
+	dial := func(key ssh.Signer) error {
+		conn, err := net.Dial("tcp", a.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, err := mux.DialSSH(context.Background(), conn, &mux.SSHClientConfig{Key: key, User: proto.MeshUser, HostKeyCallback: ssh.FixedHostKey(a.HostKey())})
+		if err == nil {
+			sess.Close()
+		}
+		return err
+	}
+	if err := dial(nodeKey); !errors.Is(err, mux.ErrKeyRefused) {
+		t.Errorf("a playnode's key as %s: %v, want refused", proto.MeshUser, err)
+	}
+	bKey, err := identity.LoadKey(filepath.Join(b.cfg.DataDir, relay.HostKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(bKey); err != nil {
+		t.Errorf("relay B's host key as %s: %v, want admitted", proto.MeshUser, err)
 	}
 }
