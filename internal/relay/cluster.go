@@ -60,7 +60,7 @@ func (r *Relay) clusterChanged(c store.ClusterChange) {
 		r.homeActions(actions)
 	case c.LeaseLost:
 		r.presence.setLease(false)
-	case c.Rejoined:
+	case c.Joined:
 		r.presence.setLease(true)
 		for _, s := range r.reg.sessions() {
 			r.presence.claim(s)

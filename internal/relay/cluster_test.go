@@ -105,6 +105,12 @@ func TestClusterMesh(t *testing.T) {
 		keyFile, _ = authorizeKey(t, r.cfg, "pi", keyFile)
 	}
 	echo := echoServer(t)
+	for _, r := range rs { // joined, with no playnode yet: ready
+		waitFor(t, r.cfg.Bind+" to report its cluster store reachable", func() bool {
+			c := r.Snapshot().Cluster
+			return c != nil && c.StoreOK && len(c.Members) == 3
+		})
+	}
 
 	onA := startNode(t, a.nodeConfig(t, "pi", keyFile, "echo="+echo))
 	port := waitOnline(t, a, "pi", 1)["echo"]

@@ -17,12 +17,12 @@ import (
 // them when the lease ends, and the other relays see its playnodes go.
 type Cluster interface {
 	// Join registers self under a lease of about ttl and keeps it alive
-	// until ctx is done. It calls fn with the current members and homes
-	// (a ClusterChange with Reset set), then with every change, in order,
-	// until ctx is done; then it returns nil.
+	// until ctx is done. It reports Joined once it holds the lease, then
+	// the current members and homes (a ClusterChange with Reset set), then
+	// every change, in order, until ctx is done; then it returns nil.
 	// While the store is unreachable it retries; when it could not renew
 	// the lease in time it reports LeaseLost, and once the store answers
-	// again, Rejoined: every claim made before is gone and must be made
+	// again, Joined again: claims made before may be gone and must be made
 	// again. Calls to fn are sequential; fn must not block on the store.
 	Join(ctx context.Context, self Member, ttl time.Duration, fn func(ClusterChange)) error
 	// Claim records h as playnode's home under this relay's lease, unless
@@ -75,8 +75,9 @@ type ClusterChange struct {
 	// LeaseLost: this relay's lease could not be renewed in time; the
 	// other relays may already see its playnodes as gone.
 	LeaseLost bool
-	// Rejoined: this relay holds a lease again; claims must be remade.
-	Rejoined bool
+	// Joined: this relay holds a lease (at the start, or again after
+	// LeaseLost); claims made before must be made again.
+	Joined bool
 	// Member is a relay that joined (or changed); MemberGone one that left.
 	Member     *Member
 	MemberGone string

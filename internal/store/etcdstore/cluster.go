@@ -43,7 +43,6 @@ func (s *Store) Join(ctx context.Context, self store.Member, ttl time.Duration, 
 		return err
 	}
 	var lease clientv3.LeaseID
-	lost := false
 	for !s.done(ctx) {
 		lease, err = s.register(ctx, lease, secs, self.ID, string(val))
 		if err != nil {
@@ -53,16 +52,12 @@ func (s *Store) Join(ctx context.Context, self store.Member, ttl time.Duration, 
 			continue
 		}
 		s.setLease(lease)
-		if lost {
-			fn(store.ClusterChange{Rejoined: true})
-			lost = false
-		}
+		fn(store.ClusterChange{Joined: true})
 		s.keepAndWatch(ctx, lease, fn)
 		s.setLease(0)
 		if s.done(ctx) {
 			break
 		}
-		lost = true
 		fn(store.ClusterChange{LeaseLost: true})
 	}
 	s.setLease(0)

@@ -13,12 +13,12 @@ import (
 // view is what one relay learns from Join: members and homes, kept
 // current by the changes, and the lease losses and rejoins it saw.
 type view struct {
-	mu       sync.Mutex
-	changed  chan struct{}
-	members  map[string]store.Member
-	homes    map[string]store.Home
-	lost     int
-	rejoined int
+	mu      sync.Mutex
+	changed chan struct{}
+	members map[string]store.Member
+	homes   map[string]store.Home
+	lost    int
+	joined  int
 }
 
 func newView() *view {
@@ -39,8 +39,8 @@ func (v *view) apply(c store.ClusterChange) {
 		}
 	case c.LeaseLost:
 		v.lost++
-	case c.Rejoined:
-		v.rejoined++
+	case c.Joined:
+		v.joined++
 	case c.Member != nil:
 		v.members[c.Member.ID] = *c.Member
 	case c.MemberGone != "":
@@ -189,7 +189,7 @@ func TestClusterSurvivesEtcdOutage(t *testing.T) {
 		t.Error("Claim without a lease: no error")
 	}
 	e.Restart()
-	va.wait(t, 30*time.Second, "rejoined after etcd came back", func(v *view) bool { return v.rejoined == 1 })
+	va.wait(t, 30*time.Second, "joined again after etcd came back", func(v *view) bool { return v.joined == 2 })
 	va.wait(t, 10*time.Second, "member and home back in view", func(v *view) bool {
 		return v.homes["pi"].Session == "a1" && len(v.members) == 1
 	})
