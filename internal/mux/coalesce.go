@@ -65,12 +65,14 @@ func (w *frameWriter) writeBody(b []byte) (int, error) {
 	head := b[:min(len(b), size-yamuxHeaderSize)]
 	bp := coalescePool.Get().(*[]byte)
 	p := append(append((*bp)[:0], w.hdr[:]...), head...)
+	w.pace.hold(len(p))
 	n, err := w.ch.Write(p)
 	coalescePool.Put(bp)
 	n = max(n-yamuxHeaderSize, 0)
 	for err == nil && n < len(b) {
 		// Re-read: the size follows the link within a frame too.
 		chunk := b[n:min(len(b), n+w.pace.packetSize())]
+		w.pace.hold(len(chunk))
 		var m int
 		m, err = w.ch.Write(chunk)
 		n += m

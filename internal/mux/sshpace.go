@@ -111,9 +111,6 @@ type pacedConn struct {
 
 func (c *pacedConn) Write(b []byte) (int, error) {
 	t0 := time.Now()
-	if len(b) >= minPacket {
-		c.p.gate()
-	}
 	n, err := c.Conn.Write(b)
 	now := time.Now()
 	c.p.wrote(n, now.Sub(t0), now)
@@ -126,6 +123,24 @@ const (
 	gateMinSleep = 100 * time.Microsecond
 	gateMaxSleep = 5 * time.Millisecond
 )
+
+// hold is gate for a lane's frameWriter, before it hands a large packet
+// to x/crypto/ssh: waiting there, not inside the transport's write (under
+// its mutex), lets another lane's small frame go out meanwhile. The time
+// held counts as blocked for the rate estimate, as a socket that does not
+// take the bytes would.
+func (p *pacer) hold(n int) {
+	if p == nil || n < minPacket || p.queue == nil || p.packet.Load() >= maxPacket {
+		return // a fast link: no clock read on the hot path
+	}
+	t0 := time.Now()
+	p.gate()
+	if d := time.Since(t0); d > 0 {
+		p.mu.Lock()
+		p.blocked += d
+		p.mu.Unlock()
+	}
+}
 
 // gate holds a large write back, on a slow link only, while the socket
 // already has more unacknowledged bytes than twice the path's
