@@ -247,3 +247,21 @@ UseDNS no
 LogLevel ERROR
 `, port, listen, dir)
 }
+
+// RSSKiB is VmRSS of process pid from /proc, in KiB; 0 when it cannot be
+// read (the process is gone).
+func RSSKiB(pid int) float64 {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				n, _ := strconv.ParseFloat(f[0], 64)
+				return n
+			}
+		}
+	}
+	return 0
+}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"paradigm/internal/relay"
+
+	"paradigm/bench/benchkit"
 )
 
 // relayProc is one paradigm-relay serve process of the cluster: its own
@@ -103,7 +105,7 @@ func (r *relayProc) freeze() {
 }
 
 // rssMiB is the relay process's VmRSS.
-func (r *relayProc) rssMiB() float64 { return rssKiB(r.cmd.Process.Pid) / 1024 }
+func (r *relayProc) rssMiB() float64 { return benchkit.RSSKiB(r.cmd.Process.Pid) / 1024 }
 
 // portalias is the address of portalias port on this relay.
 func (r *relayProc) portalias(port uint16) string {
@@ -182,23 +184,6 @@ func windowFree(hosts []string, low, count int) bool {
 		}
 	}
 	return true
-}
-
-// rssKiB is VmRSS of pid from /proc, in KiB.
-func rssKiB(pid int) float64 {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			if f := strings.Fields(v); len(f) > 0 {
-				n, _ := strconv.ParseFloat(f[0], 64)
-				return n
-			}
-		}
-	}
-	return 0
 }
 
 // cpuSeconds is the user+system CPU time pid used so far, from

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"paradigm/bench/benchkit"
 )
 
 // Row keys of the table.
@@ -86,7 +88,7 @@ func measureMemory(s *settings, t *tunnel, res *results) {
 	if !isParadigm(t.name) {
 		// sshd forks per connection: the session processes are what one
 		// more connected device costs it.
-		res.set(rowSrvNode, t.name, srv0-rssKiB(t.serverPID()))
+		res.set(rowSrvNode, t.name, srv0-benchkit.RSSKiB(t.serverPID()))
 	}
 	conns, err := holdConns(t.echoAddr, s.holdN, time.Minute)
 	if err != nil {

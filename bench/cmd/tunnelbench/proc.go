@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"paradigm/bench/benchkit"
 )
 
 // clockTick is USER_HZ, the unit of the times in /proc/PID/stat (100 on
@@ -74,24 +76,7 @@ func treeCPU(pid int) float64 {
 func treeRSS(pid int) float64 {
 	var sum float64
 	for _, p := range tree(pid) {
-		sum += rssKiB(p)
+		sum += benchkit.RSSKiB(p)
 	}
 	return sum
-}
-
-func rssKiB(pid int) float64 {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, _ := strconv.ParseFloat(f[0], 64)
-				return n
-			}
-		}
-	}
-	return 0
 }
