@@ -101,49 +101,44 @@ func (a *authorizedSet) lookup(key ssh.PublicKey) (string, bool) {
 // parseAuthorized reads an authorized-nodes file; errors name file:line.
 func parseAuthorized(data []byte, name string) (*authorizedSet, error) {
 	set := &authorizedSet{byKey: map[string]authorizedNode{}, byName: map[string]authorizedNode{}}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for lineNo := 1; sc.Scan(); lineNo++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || text[0] == '#' {
-			continue
-		}
+	err := eachLine(data, name, func(lineNo int, text string) error {
 		key, _, options, _, err := ssh.ParseAuthorizedKey([]byte(text))
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %v", name, lineNo, err)
+			return err
 		}
 		if err := identity.CheckEd25519(key); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, lineNo, err)
+			return err
 		}
 		playnode := ""
 		for _, opt := range options {
 			v, ok := strings.CutPrefix(opt, "playnode=")
 			if !ok {
-				return nil, fmt.Errorf("%s:%d: option %q is not supported (only playnode=\"NAME\")", name, lineNo, opt)
+				return fmt.Errorf("option %q is not supported (only playnode=\"NAME\")", opt)
 			}
 			if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
-				return nil, fmt.Errorf("%s:%d: option %s: the name must be in double quotes", name, lineNo, opt)
+				return fmt.Errorf("option %s: the name must be in double quotes", opt)
 			}
 			playnode = v[1 : len(v)-1]
 		}
 		if playnode == "" {
-			return nil, fmt.Errorf("%s:%d: no playnode=\"NAME\" option before the key", name, lineNo)
+			return fmt.Errorf("no playnode=\"NAME\" option before the key")
 		}
 		if err := proto.ValidateName("playnode", playnode); err != nil {
-			return nil, fmt.Errorf("%s:%d: %v", name, lineNo, err)
+			return err
 		}
 		n := authorizedNode{playnode: playnode, key: key, line: lineNo}
 		if prev, ok := set.byKey[string(key.Marshal())]; ok {
-			return nil, fmt.Errorf("%s:%d: key %s is already authorized on line %d", name, lineNo, identity.Fingerprint(key), prev.line)
+			return fmt.Errorf("key %s is already authorized on line %d", identity.Fingerprint(key), prev.line)
 		}
 		if prev, ok := set.byName[playnode]; ok {
-			return nil, fmt.Errorf("%s:%d: playnode %q is already bound to another key on line %d", name, lineNo, playnode, prev.line)
+			return fmt.Errorf("playnode %q is already bound to another key on line %d", playnode, prev.line)
 		}
 		set.byKey[string(key.Marshal())] = n
 		set.byName[playnode] = n
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return set, nil
 }
@@ -256,4 +251,26 @@ func removeAuthorized(data []byte, where, playnode string) ([]byte, authorizedNo
 	}
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	return slices.Concat(slices.Concat(lines[:n.line-1]...), slices.Concat(lines[n.line:]...)), n, nil
+}
+
+// eachLine calls fn with each line of one of the relay's documents
+// (authorized nodes, tokens, pending list) that is neither blank nor a
+// comment, trimmed, with its number; an error fn returns is prefixed with
+// name:line, as every error about such a document is.
+func eachLine(data []byte, name string, fn func(lineNo int, text string) error) error {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 64<<10)
+	for lineNo := 1; sc.Scan(); lineNo++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || text[0] == '#' {
+			continue
+		}
+		if err := fn(lineNo, text); err != nil {
+			return fmt.Errorf("%s:%d: %w", name, lineNo, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }

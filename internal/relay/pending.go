@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -61,22 +60,16 @@ func (p *PendingNode) format() string {
 
 func parsePending(data []byte, name string) ([]PendingNode, error) {
 	var out []PendingNode
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for lineNo := 1; sc.Scan(); lineNo++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || text[0] == '#' {
-			continue
-		}
+	err := eachLine(data, name, func(lineNo int, text string) error {
 		key, _, options, _, err := ssh.ParseAuthorizedKey([]byte(text))
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %v", name, lineNo, err)
+			return err
 		}
 		p := PendingNode{key: key, Fingerprint: identity.Fingerprint(key)}
 		for _, opt := range options {
 			k, v, ok := strings.Cut(opt, "=")
 			if !ok || len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
-				return nil, fmt.Errorf("%s:%d: option %q: want key=\"value\"", name, lineNo, opt)
+				return fmt.Errorf("option %q: want key=\"value\"", opt)
 			}
 			v = v[1 : len(v)-1]
 			switch k {
@@ -88,24 +81,25 @@ func parsePending(data []byte, name string) ([]PendingNode, error) {
 				p.From = v
 			case "at":
 				if p.At, err = time.Parse(time.RFC3339, v); err != nil {
-					return nil, fmt.Errorf("%s:%d: at: %v", name, lineNo, err)
+					return fmt.Errorf("at: %v", err)
 				}
 			case "state":
 				p.State = v
 			default:
-				return nil, fmt.Errorf("%s:%d: unknown option %q", name, lineNo, k)
+				return fmt.Errorf("unknown option %q", k)
 			}
 		}
 		if err := proto.ValidateName("playnode", p.Playnode); err != nil {
-			return nil, fmt.Errorf("%s:%d: %v", name, lineNo, err)
+			return err
 		}
 		if p.State != StatePending && p.State != StateRejected {
-			return nil, fmt.Errorf("%s:%d: state %q: want pending or rejected", name, lineNo, p.State)
+			return fmt.Errorf("state %q: want pending or rejected", p.State)
 		}
 		out = append(out, p)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
@@ -137,24 +136,19 @@ func (s *tokenSet) find(id string) *Token {
 // parseTokens reads a tokens file; errors name file:line.
 func parseTokens(data []byte, name string) (*tokenSet, error) {
 	set := &tokenSet{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for lineNo := 1; sc.Scan(); lineNo++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || text[0] == '#' {
-			continue
-		}
+	err := eachLine(data, name, func(lineNo int, text string) error {
 		t, err := parseTokenLine(text)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %v", name, lineNo, err)
+			return err
 		}
 		if set.find(t.ID) != nil {
-			return nil, fmt.Errorf("%s:%d: token id %s listed twice", name, lineNo, t.ID)
+			return fmt.Errorf("token id %s listed twice", t.ID)
 		}
 		set.tokens = append(set.tokens, t)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return set, nil
 }
