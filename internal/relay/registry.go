@@ -305,22 +305,31 @@ func (g *registry) giveBack(playnode string, n int) {
 }
 
 // pendingConn is a connection waiting for its hello.
-type pendingConn struct{ close func() }
+type pendingConn struct {
+	started time.Time // when its handshake began: the newer connection wins
+	close   func()
+}
 
-// beginPending records a connection of key waiting for its hello and ends
-// the one recorded before it, if any: one per key at a time. done forgets
-// it.
-func (g *registry) beginPending(key string, closeConn func()) (done func()) {
-	p := &pendingConn{close: closeConn}
+// beginPending records a connection of key waiting for its hello, which
+// began at started, and ends the other one recorded for key, if any: one
+// per key at a time. Which one ends is decided by when each began, not by
+// which gets here first (two handshakes of one key can finish in either
+// order): an older connection arriving late ends itself. done forgets it.
+func (g *registry) beginPending(key string, started time.Time, closeConn func()) (done func()) {
+	p := &pendingConn{started: started, close: closeConn}
 	g.mu.Lock()
 	if g.pending == nil {
 		g.pending = map[string]*pendingConn{}
 	}
-	older := g.pending[key]
-	g.pending[key] = p
+	loser := g.pending[key]
+	if loser != nil && loser.started.After(started) {
+		loser = p // a newer one is waiting already
+	} else {
+		g.pending[key] = p
+	}
 	g.mu.Unlock()
-	if older != nil {
-		older.close()
+	if loser != nil {
+		loser.close()
 	}
 	return func() {
 		g.mu.Lock()

@@ -73,7 +73,7 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 	// One connection per key may wait for its hello: a newer one (the node
 	// redialled) ends the older, so an authorized key cannot pile up
 	// connections that never say hello.
-	done := r.reg.beginPending(string(peer.Key.Marshal()), func() { ms.Close() })
+	done := r.reg.beginPending(string(peer.Key.Marshal()), deadline, func() { ms.Close() })
 	s, err := r.welcome(ctx, ms, peer, transport, log, deadline)
 	done()
 	if err != nil {
