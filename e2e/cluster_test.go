@@ -69,9 +69,8 @@ func (r *clusterRelay) port(t *testing.T) int {
 	return n
 }
 
-// api GETs path from the relay's admin endpoint (its URL in admin.json)
-// into v and returns the status code.
-func (r *clusterRelay) api(t *testing.T, path string, v any) int {
+// adminURL is the relay's admin endpoint, from the admin.json it wrote.
+func (r *clusterRelay) adminURL(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(r.d.data, "admin.json"))
 	if err != nil {
@@ -81,7 +80,14 @@ func (r *clusterRelay) api(t *testing.T, path string, v any) int {
 	if err := json.Unmarshal(b, &a); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(a.URL + path)
+	return a.URL
+}
+
+// api GETs path from the relay's admin endpoint (its URL in admin.json)
+// into v and returns the status code.
+func (r *clusterRelay) api(t *testing.T, path string, v any) int {
+	t.Helper()
+	resp, err := http.Get(r.adminURL(t) + path)
 	if err != nil {
 		t.Fatalf("GET %s on %s: %v", path, r.ip, err)
 	}
@@ -95,15 +101,7 @@ func (r *clusterRelay) api(t *testing.T, path string, v any) int {
 // metric returns the value of an unlabelled counter on r's /metrics.
 func (r *clusterRelay) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(r.d.data, "admin.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var a struct{ URL string }
-	if err := json.Unmarshal(b, &a); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.Get(a.URL + "/metrics")
+	resp, err := http.Get(r.adminURL(t) + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -370,6 +370,13 @@ func (g *registry) dropMemberLocked(id string) {
 	}
 }
 
+// memberIDs lists the members' ids, sorted.
+func (g *registry) memberIDs() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Sorted(maps.Keys(g.members))
+}
+
 // member returns the member a relay's host key belongs to.
 func (g *registry) member(key []byte) (store.Member, bool) {
 	g.mu.Lock()
@@ -457,11 +464,7 @@ func (r *Relay) clusterState() *ClusterState {
 		return nil
 	}
 	ok, why, since := r.presence.state()
-	cs := &ClusterState{ID: r.cfg.Advertise, StoreOK: ok, StoreError: why, Since: since}
-	r.reg.mu.Lock()
-	cs.Members = slices.Sorted(maps.Keys(r.reg.members))
-	r.reg.mu.Unlock()
-	return cs
+	return &ClusterState{ID: r.cfg.Advertise, Members: r.reg.memberIDs(), StoreOK: ok, StoreError: why, Since: since}
 }
 
 // ClusterID is this relay's id in its cluster, "" when it runs alone.

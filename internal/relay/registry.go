@@ -184,12 +184,12 @@ func (g *registry) up(s *nodeSession, portaliases []proto.Portalias) (old *nodeS
 		g.queue(Event{Kind: EventDown, Playnode: p.name, Relay: g.self, Transport: p.transport, Remote: p.remote, Reason: ReasonReplaced, Time: now})
 	}
 	p.session, p.home = s, nil
-	if g.self != "" {
-		s.home = store.Home{Relay: g.self, Session: newSessionID(), Since: now, Transport: s.transport, Remote: s.mux.RemoteAddr().String(),
-			Fingerprint: identity.Fingerprint(s.key), Client: s.client, Services: slices.Sorted(maps.Keys(s.services))}
-	}
 	p.fingerprint = identity.Fingerprint(s.key)
 	p.transport, p.remote, p.client = s.transport, s.mux.RemoteAddr().String(), s.client
+	if g.self != "" {
+		s.home = store.Home{Relay: g.self, Session: newSessionID(), Since: now, Transport: p.transport, Remote: p.remote,
+			Fingerprint: p.fingerprint, Client: p.client, Services: slices.Sorted(maps.Keys(s.services))}
+	}
 	p.connected, p.lastSeen = now, now
 	s.stats = map[string]*serviceStats{}
 	p.registered = map[string]bool{}
