@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ const (
 // the sizes go back to their maximum.
 type pacer struct {
 	packet atomic.Int32 // payload bytes per SSH packet, read by every lane
+	// rate is the drain rate measured over the last window, in bytes per
+	// second as float64 bits, when the socket set the pace; 0 on a fast
+	// link. The gate's bound on the bytes in flight derives from it.
+	rate atomic.Uint64
 
 	mu      sync.Mutex // guards the window below; held only by the socket's writer
 	start   time.Time
@@ -79,13 +84,14 @@ func (p *pacer) wrote(n int, d time.Duration, now time.Time) {
 	if window < paceWindow {
 		return
 	}
-	packet, lowat := maxPacket, maxLowat
+	packet, lowat, rate := maxPacket, maxLowat, 0.0
 	if p.blocked > window/10 && p.blocked > 0 {
-		rate := float64(p.bytes) / p.blocked.Seconds() // bytes per second
+		rate = float64(p.bytes) / p.blocked.Seconds() // bytes per second
 		budget := int(rate * queueBudget.Seconds())
 		packet = min(max(budget, minPacket), maxPacket)
 		lowat = min(max(budget, minLowat), maxLowat)
 	}
+	p.rate.Store(math.Float64bits(rate))
 	p.packet.Store(int32(packet))
 	if lowat != p.lowat && p.setLow != nil {
 		p.setLow(lowat)
@@ -121,7 +127,13 @@ func (c *pacedConn) Write(b []byte) (int, error) {
 const (
 	gateFloor    = 12 << 10 // bytes in flight always allowed: 8 full segments
 	gateMinSleep = 100 * time.Microsecond
-	gateMaxSleep = 5 * time.Millisecond
+	// gateMaxSleep is at most the time the bytes the gate lets stay in
+	// flight take to drain, so that the link never runs dry while a
+	// writer sleeps on a rate that reads too low.
+	gateMaxSleep = queueBudget
+	// gateMaxWait bounds one write's wait: a socket that drains nothing
+	// blocks the write itself after that.
+	gateMaxWait = 500 * time.Millisecond
 )
 
 // hold is gate for a lane's frameWriter, before it hands a large packet
@@ -134,7 +146,7 @@ func (p *pacer) hold(n int) {
 		return // a fast link: no clock read on the hot path
 	}
 	t0 := time.Now()
-	p.gate()
+	p.gate(t0)
 	if d := time.Since(t0); d > 0 {
 		p.mu.Lock()
 		p.blocked += d
@@ -144,25 +156,39 @@ func (p *pacer) hold(n int) {
 
 // gate holds a large write back, on a slow link only, while the socket
 // already has more unacknowledged bytes than twice the path's
-// bandwidth-delay product plus queueBudget at its delivery rate. The
-// socket's congestion control would otherwise keep far more in flight
-// than the link needs, all of it in the router's queue, and a small
-// stream's frame, written after it, would wait it out. Small writes (a
-// request, a window adjust) never wait here.
-func (p *pacer) gate() {
-	if p.queue == nil || p.packet.Load() >= maxPacket {
-		return
-	}
-	for range 100 { // at most about 0.5 s, then write anyway
-		queued, rate, minRTT, ok := p.queue()
-		if !ok || rate <= 0 {
+// bandwidth-delay product plus queueBudget, at the rate the pacer
+// measured. The socket's congestion control would otherwise keep far more
+// in flight than the link needs, all of it in the router's queue, and a
+// small stream's frame, written after it, would wait it out. Small writes
+// (a request, a window adjust) never wait here.
+//
+// The bound uses the pacer's own rate (bytes over time blocked, per
+// window), not TCP_INFO's delivery rate: that is one ACK's sample, and on
+// a 50 Mbit/s link it read 280 to 890 Mbit/s after the link had been idle
+// for a moment (ACKs arriving together) and 11 Mbit/s at other moments.
+// Bounded by it, one write let 100 KB into the router's queue at once (20 ms
+// for every request behind it) and the next slept until the link ran dry.
+// The delivery rate serves only to wake the writer sooner when it reads
+// higher than the pacer's.
+func (p *pacer) gate(start time.Time) {
+	for deadline := start.Add(gateMaxWait); ; {
+		measured := math.Float64frombits(p.rate.Load())
+		if measured <= 0 {
+			return // a fast link since this write began
+		}
+		queued, delivery, minRTT, ok := p.queue()
+		if !ok {
 			return
 		}
-		limit := max(gateFloor, int(rate*(2*minRTT.Seconds()+queueBudget.Seconds())))
+		limit := max(gateFloor, int(measured*(2*minRTT.Seconds()+queueBudget.Seconds())))
 		if queued <= limit {
 			return
 		}
-		wait := time.Duration(float64(queued-limit) / rate * float64(time.Second))
-		time.Sleep(min(max(wait, gateMinSleep), gateMaxSleep))
+		wait := time.Duration(float64(queued-limit) / max(measured, delivery) * float64(time.Second))
+		wait = min(max(wait, gateMinSleep), gateMaxSleep)
+		if time.Now().Add(wait).After(deadline) {
+			return
+		}
+		time.Sleep(wait)
 	}
 }

@@ -1,0 +1,83 @@
+package mux
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// drainingLink is the socket the gate looks at: q0 bytes queued at start,
+// drained at rate bytes per second, reporting the delivery rate the test
+// sets, whatever the link really does.
+type drainingLink struct {
+	start    time.Time
+	q0       int
+	rate     float64
+	delivery float64
+}
+
+func (l *drainingLink) queued() int {
+	return max(0, l.q0-int(l.rate*time.Since(l.start).Seconds()))
+}
+
+func (l *drainingLink) info() (int, float64, time.Duration, bool) {
+	return l.queued(), l.delivery, 0, true
+}
+
+// pacedAt is a pacer that measured a window in which the socket drained
+// rate bytes per second, i.e. a slow link's settings.
+func pacedAt(t *testing.T, rate float64, queue func() (int, float64, time.Duration, bool)) *pacer {
+	t.Helper()
+	p := newPacer(nil, queue)
+	p.wrote(int(rate*paceWindow.Seconds()), paceWindow, time.Now().Add(paceWindow))
+	if p.packetSize() >= maxPacket {
+		t.Fatalf("pacer at %.0f B/s kept the fast link's packet size", rate)
+	}
+	return p
+}
+
+// TestGateIgnoresDeliveryRateSpike: TCP_INFO's delivery rate is one ACK's
+// sample; after a pause it reads many times the link's rate. The gate's
+// bound on the bytes in flight must come from the pacer's own measurement,
+// or one large write lets a burst into the router's queue that every
+// request behind it waits out.
+func TestGateIgnoresDeliveryRateSpike(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rate = 6e6 // 48 Mbit/s
+		l := &drainingLink{start: time.Now(), q0: 60 << 10, rate: rate, delivery: 100e6}
+		p := pacedAt(t, rate, l.info)
+		p.hold(p.packetSize())
+		limit := max(gateFloor, int(rate*queueBudget.Seconds()))
+		if got := l.queued(); got > limit {
+			t.Errorf("gate let a packet through with %d bytes in flight, want at most %d (2 ms at the measured rate)", got, limit)
+		}
+	})
+}
+
+// TestGateKeepsLinkBusy: a delivery rate that reads far below the link's
+// must not make the gate sleep until the link has nothing left to send.
+func TestGateKeepsLinkBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rate = 6e6
+		l := &drainingLink{start: time.Now(), q0: 50 << 10, rate: rate, delivery: 1e6}
+		p := pacedAt(t, rate, l.info)
+		p.hold(p.packetSize())
+		if l.queued() == 0 {
+			t.Errorf("gate released the write after the link ran dry (%v after the link had %d bytes queued)", time.Since(l.start), l.q0)
+		}
+	})
+}
+
+// TestGateBounded: a socket that drains nothing holds a write at the gate
+// for at most gateMaxWait; the socket's own write blocks after that.
+func TestGateBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &drainingLink{start: time.Now(), q0: 1 << 20, delivery: 6e6}
+		p := pacedAt(t, 6e6, l.info)
+		t0 := time.Now()
+		p.hold(p.packetSize())
+		if d := time.Since(t0); d > gateMaxWait {
+			t.Errorf("gate held a write %v on a stalled socket, want at most %v", d, gateMaxWait)
+		}
+	})
+}
