@@ -15,7 +15,9 @@
 // tunnel to the device's iperf3 -s for one phase, and meanwhile a 64-byte
 // request every 50 ms from the server side to an echo service on the
 // device, on a kept connection and, concurrently, on a new connection per
-// request.
+// request; and the same kept-connection request over the link beside the
+// tunnel, which separates the router's queue (the link's share) from what
+// the tunnel's own queues add.
 package main
 
 import (
@@ -139,7 +141,7 @@ func run(ctx context.Context, s *settings) error {
 			}
 			for _, dir := range []string{dirUp, dirDown} {
 				benchkit.Logf("run %d/%d: %s, %s", r+1, s.runs, cfg, dir)
-				pr := runPhase(ctx, t, dir, s.phase, s.warm)
+				pr := runPhase(ctx, t, dir, s.phase, s.warm, direct.echoAddr)
 				res.add(dir, cfg, pr)
 				if ctx.Err() != nil {
 					break

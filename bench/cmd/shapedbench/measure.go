@@ -26,10 +26,18 @@ const probeEvery = 50 * time.Millisecond
 // phaseResult is one configuration and direction: round-trip times of the
 // 64-byte requests on a kept connection and on a new connection each, and
 // the bulk throughput.
+//
+// beside is the same kept-connection request sent at the same time to the
+// device's echo service over the link itself, not through the tunnel: what
+// the router's queue (filled by the tunnel's own TCP or QUIC connection)
+// costs any traffic beside the tunnel. A tunnel's request minus it is what
+// the tunnel's own queues add.
 type phaseResult struct {
 	kept, fresh []time.Duration
+	beside      []time.Duration
 	keptErr     error
 	freshErr    error
+	besideErr   error
 	mbit        float64
 	bulkErr     error
 }
@@ -37,8 +45,10 @@ type phaseResult struct {
 // runPhase fills one direction of the link with iperf3 through t for
 // phase, and after warm (the queues fill) probes the echo service with one
 // 64-byte request every 50 ms on a kept connection and, concurrently, on a
-// new connection per request, until one second before the bulk ends.
-func runPhase(ctx context.Context, t *tunnel, dir string, phase, warm time.Duration) (res phaseResult) {
+// new connection per request, until one second before the bulk ends; and
+// meanwhile the same on a kept connection to besideAddr, the echo service
+// reached over the link without the tunnel.
+func runPhase(ctx context.Context, t *tunnel, dir string, phase, warm time.Duration, besideAddr string) (res phaseResult) {
 	secs := int(phase / time.Second)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -60,6 +70,7 @@ func runPhase(ctx context.Context, t *tunnel, dir string, phase, warm time.Durat
 	var probes sync.WaitGroup
 	probes.Go(func() { res.kept, res.keptErr = probeKept(ctx, t.echoAddr, until) })
 	probes.Go(func() { res.fresh, res.freshErr = probeFresh(ctx, t.echoAddr, until) })
+	probes.Go(func() { res.beside, res.besideErr = probeKept(ctx, besideAddr, until) })
 	probes.Wait()
 	return res
 }

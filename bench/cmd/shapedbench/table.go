@@ -21,7 +21,7 @@ func (r *results) add(dir, cfg string, pr phaseResult) {
 		r.phases[dir] = map[string][]phaseResult{}
 	}
 	r.phases[dir][cfg] = append(r.phases[dir][cfg], pr)
-	for _, err := range []error{pr.keptErr, pr.freshErr, pr.bulkErr} {
+	for _, err := range []error{pr.keptErr, pr.freshErr, pr.besideErr, pr.bulkErr} {
 		if err != nil {
 			r.notes = append(r.notes, fmt.Sprintf("%s, %s, run %d: %v", cfg, dir, len(r.phases[dir][cfg]), err))
 		}
@@ -93,11 +93,12 @@ func (r *results) print(w io.Writer, s *settings, took time.Duration) {
 		}
 		fmt.Fprintln(w)
 	}
+	r.printBeside(w)
 	fewest := -1
 	for _, byCfg := range r.phases {
 		for _, prs := range byCfg {
 			for _, pr := range prs {
-				if n := min(len(pr.kept), len(pr.fresh)); fewest < 0 || n < fewest {
+				if n := min(len(pr.kept), len(pr.fresh), len(pr.beside)); fewest < 0 || n < fewest {
 					fewest = n
 				}
 			}
@@ -106,5 +107,40 @@ func (r *results) print(w io.Writer, s *settings, took time.Duration) {
 	fmt.Fprintf(w, "- fewest requests timed in one phase and mode: %d\n", fewest)
 	for _, n := range r.notes {
 		fmt.Fprintf(w, "- %s\n", n)
+	}
+}
+
+// printBeside prints, per direction, what a request beside the tunnel
+// (over the link, on a connection of its own) took while the tunnel's
+// transfer filled the link, and how much more the tunnel's own request
+// took: the router's queue is the link's share, the rest the tunnel's.
+func (r *results) printBeside(w io.Writer) {
+	fmt.Fprintln(w, "The same kept-connection request, sent at the same time over the link beside the tunnel (no tunnel, a connection of its own): what the router's queue, filled by the transfer, costs any traffic; \"tunnel's own\" is the tunnel's kept-connection p50 minus it, per run.")
+	fmt.Fprintln(w)
+	for _, dir := range []string{dirUp, dirDown} {
+		fmt.Fprintf(w, "| %s | beside p50 ms | beside p99 ms | tunnel's own p50 ms |\n", dir)
+		fmt.Fprintln(w, "|---|---:|---:|---:|")
+		for _, cfg := range []string{cfgDirect, cfgOpenSSH, cfgParadigm, cfgQUIC} {
+			prs := r.phases[dir][cfg]
+			if len(prs) == 0 {
+				continue
+			}
+			var b50, b99, own []float64
+			for _, pr := range prs {
+				if len(pr.beside) == 0 {
+					continue
+				}
+				b50, b99 = append(b50, ms(pr.beside, .5)), append(b99, ms(pr.beside, .99))
+				if len(pr.kept) > 0 {
+					own = append(own, ms(pr.kept, .5)-ms(pr.beside, .5))
+				}
+			}
+			cells := []string{cfg, spread(b50, "%.1f"), spread(b99, "%.1f"), spread(own, "%+.1f")}
+			if cfg == cfgDirect {
+				cells[3] = ""
+			}
+			fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+		}
+		fmt.Fprintln(w)
 	}
 }
