@@ -77,8 +77,9 @@
 //     when the socket sets the pace (writes spend more than a tenth of the
 //     time blocked) it sets TCP_NOTSENT_LOWAT to about 2 ms of the measured
 //     rate, and holds large writes back while the socket has more
-//     unacknowledged bytes than twice the path's bandwidth-delay product
-//     plus those 2 ms (the measured rate and TCP_INFO's minimum RTT), so
+//     unacknowledged bytes (SIOCOUTQ) than twice the path's
+//     bandwidth-delay product plus those 2 ms (the measured rate and
+//     TCP_INFO's minimum RTT), so
 //     that the connection's own congestion control does not fill the
 //     router's queue with tunnel data either. The bound takes the pacer's
 //     rate, measured over 100 ms, not TCP_INFO's delivery rate, which is
