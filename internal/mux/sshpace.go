@@ -27,8 +27,9 @@ const (
 	minPacket = 4 << 10
 	maxPacket = sshMaxPayload
 	// minLowat and maxLowat bound TCP_NOTSENT_LOWAT. The socket starts at
-	// maxLowat: a fast link never waits for it, and a slow one makes the
-	// writer wait, which is how the pacer measures the rate.
+	// maxLowat: a fast link hardly waits for it, and a slow one makes the
+	// writer wait, which is how the pacer measures the rate. Past
+	// maxLowat (2 ms at 64 MB/s) the pacer leaves the limit to the kernel.
 	minLowat = 4 << 10
 	maxLowat = 128 << 10
 	// paceWindow is how often the rate is re-estimated.
@@ -40,7 +41,8 @@ const (
 // TCP_NOTSENT_LOWAT. Writes are timed: when they spent more than a tenth of
 // a window blocked, the socket, not the tunnel, set the pace, and
 // bytes / time blocked is the link's rate. Otherwise the link had room and
-// the sizes go back to their maximum.
+// the sizes go back to their maximum. Past 64 MB/s either way, the unsent
+// limit is the kernel's own.
 type pacer struct {
 	packet atomic.Int32 // payload bytes per SSH packet, read by every lane
 	// rate is the drain rate measured over the last window, in bytes per
@@ -84,12 +86,26 @@ func (p *pacer) wrote(n int, d time.Duration, now time.Time) {
 	if window < paceWindow {
 		return
 	}
+	// The socket's drain rate: bytes over time blocked when it set the
+	// pace, else at least what the tunnel wrote in the window.
+	paced := p.blocked > window/10 && p.blocked > 0
+	drain := float64(p.bytes) / window.Seconds()
+	if paced {
+		drain = float64(p.bytes) / p.blocked.Seconds()
+	}
+	budget := int(drain * queueBudget.Seconds())
 	packet, lowat, rate := maxPacket, maxLowat, 0.0
-	if p.blocked > window/10 && p.blocked > 0 {
-		rate = float64(p.bytes) / p.blocked.Seconds() // bytes per second
-		budget := int(rate * queueBudget.Seconds())
+	switch {
+	case budget > maxLowat:
+		// A fast link (over 64 MB/s): the kernel's own limit (0 restores
+		// the sysctl's, unlimited by default). 128 KiB unsent there only
+		// woke the writers more often: 8 streams on loopback lost 8-12 %
+		// of their throughput to it.
+		lowat = 0
+	case paced:
+		rate = drain
 		packet = min(max(budget, minPacket), maxPacket)
-		lowat = min(max(budget, minLowat), maxLowat)
+		lowat = max(budget, minLowat)
 	}
 	p.rate.Store(math.Float64bits(rate))
 	p.packet.Store(int32(packet))

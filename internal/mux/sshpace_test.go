@@ -81,3 +81,34 @@ func TestGateBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestPacerLowat: TCP_NOTSENT_LOWAT follows the link: 2 ms of the rate
+// where the socket sets the pace, the kernel's own limit (0) past
+// maxLowat, where a small one only wakes the writers more often, and
+// maxLowat on a link with room at a lower rate, so that a bulk transfer
+// starting on a slow link makes the writer wait and the pacer notice.
+func TestPacerLowat(t *testing.T) {
+	var set []int
+	p := newPacer(func(n int) { set = append(set, n) }, nil)
+	now := time.Now()
+	window := func(bytes int, blocked time.Duration) int {
+		now = now.Add(paceWindow)
+		p.wrote(bytes, blocked, now)
+		return set[len(set)-1]
+	}
+	if got := set[0]; got != maxLowat {
+		t.Fatalf("new pacer: TCP_NOTSENT_LOWAT %d, want %d", got, maxLowat)
+	}
+	if got := window(100<<20, 0); got != 0 { // 1 GB/s, never blocked
+		t.Errorf("1 GB/s with room: TCP_NOTSENT_LOWAT %d, want 0 (the kernel's)", got)
+	}
+	if got := window(200<<20, paceWindow/2); got != 0 { // 4 GB/s while blocked
+		t.Errorf("4 GB/s, blocked half the time: TCP_NOTSENT_LOWAT %d, want 0 (the kernel's)", got)
+	}
+	if got := window(10<<10, 0); got != maxLowat { // idle
+		t.Errorf("idle: TCP_NOTSENT_LOWAT %d, want %d", got, maxLowat)
+	}
+	if got, want := window(250_000, paceWindow), int(2.5e6*queueBudget.Seconds()); got != want { // 20 Mbit/s, paced
+		t.Errorf("20 Mbit/s paced: TCP_NOTSENT_LOWAT %d, want %d (2 ms of the rate)", got, want)
+	}
+}

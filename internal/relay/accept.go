@@ -153,7 +153,11 @@ func (r *Relay) acceptQUIC(ctx context.Context) {
 			}
 			return
 		}
-		r.wg.Go(func() { r.serveSession(ctx, s, peer, "quic", time.Now().Add(r.cfg.HandshakeTimeout)) })
+		// The deadline doubles as the connection's start (beginPending: the
+		// newer connection of a key wins), so it is read here, in accept
+		// order, not in the goroutine, which may run after a later one's.
+		deadline := time.Now().Add(r.cfg.HandshakeTimeout)
+		r.wg.Go(func() { r.serveSession(ctx, s, peer, "quic", deadline) })
 	}
 }
 
