@@ -78,12 +78,13 @@
 //     time blocked) it sets TCP_NOTSENT_LOWAT to about 2 ms of the measured
 //     rate, and holds large writes back while the socket has more
 //     unacknowledged bytes (SIOCOUTQ) than twice the path's bandwidth-delay
-//     product plus those 2 ms (the measured rate and TCP_INFO's minimum
-//     RTT), so that the connection's own congestion control does not fill
-//     the router's queue with tunnel data either. The bound takes the
-//     pacer's rate, measured over 100 ms, not TCP_INFO's delivery rate,
-//     which is one ACK's sample: after a moment of idle link it read up to
-//     18 times a 50 Mbit/s downlink's rate, the gate let 100 KB through at
+//     product plus those 2 ms (TCP_INFO's minimum RTT), so that the
+//     connection's own congestion control does not fill the router's
+//     queue with tunnel data either. The bound's rate is the larger of the
+//     pacer's (measured over 100 ms) and the median of the last nine
+//     delivery rates TCP_INFO reported, never one of them alone: that is
+//     one ACK's sample, and for a moment after the link idled it read up to
+//     18 times a 50 Mbit/s downlink's rate; the gate let 100 KB through at
 //     once, and 1 % of requests waited 20 ms behind it. The hold happens in
 //     the lane's frameWriter, before the packet reaches x/crypto/ssh and
 //     its transport mutex, so a small frame of another lane goes out while

@@ -3,6 +3,7 @@ package mux
 import (
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,8 @@ type pacer struct {
 	// second as float64 bits, when the socket set the pace; 0 on a fast
 	// link. The gate's bound on the bytes in flight derives from it.
 	rate atomic.Uint64
+	// deliveries are the socket's recent delivery rates, for the gate.
+	deliveries deliveryFilter
 
 	mu      sync.Mutex // guards the window below; held only by the socket's writer
 	start   time.Time
@@ -178,14 +181,19 @@ func (p *pacer) hold(n int) {
 // small stream's frame, written after it, would wait it out. Small writes
 // (a request, a window adjust) never wait here.
 //
-// The bound uses the pacer's own rate (bytes over time blocked, per
-// window), not TCP_INFO's delivery rate: that is one ACK's sample, and on
-// a 50 Mbit/s link it read 280 to 890 Mbit/s after the link had been idle
-// for a moment (ACKs arriving together) and 11 Mbit/s at other moments.
-// Bounded by it, one write let 100 KB into the router's queue at once (20 ms
-// for every request behind it) and the next slept until the link ran dry.
-// The delivery rate serves only to wake the writer sooner when it reads
-// higher than the pacer's.
+// The bound's rate is the larger of the pacer's own (bytes over time
+// blocked, per window) and the median of TCP_INFO's recent delivery rates
+// (deliveries), never one delivery rate alone: that is one ACK's sample,
+// and on a 50 Mbit/s link it read 280 to 890 Mbit/s for a millisecond or
+// two after the link had been idle for a moment (ACKs arriving together)
+// and 11 Mbit/s at other moments. Bounded by one sample, one write let
+// 100 KB into the router's queue at once (20 ms for every request behind
+// it) and the next slept until the link ran dry. Bounded by the pacer's
+// rate alone, a node whose loopback link looked slow for a window (its
+// writes waited for the CPU, not the link) held its packets at the
+// floor and its rate stayed as low as the gate let it be (8 streams:
+// 0.6 Gbit/s in one round of eight). The delivery rate of this moment
+// serves to wake the writer sooner when it reads higher.
 func (p *pacer) gate(start time.Time) {
 	for deadline := start.Add(gateMaxWait); ; {
 		measured := math.Float64frombits(p.rate.Load())
@@ -196,15 +204,55 @@ func (p *pacer) gate(start time.Time) {
 		if !ok {
 			return
 		}
-		limit := max(gateFloor, int(measured*(2*minRTT.Seconds()+queueBudget.Seconds())))
+		rate := max(measured, p.deliveries.add(delivery, time.Now()))
+		limit := max(gateFloor, int(rate*(2*minRTT.Seconds()+queueBudget.Seconds())))
 		if queued <= limit {
 			return
 		}
-		wait := time.Duration(float64(queued-limit) / max(measured, delivery) * float64(time.Second))
+		wait := time.Duration(float64(queued-limit) / max(rate, delivery) * float64(time.Second))
 		wait = min(max(wait, gateMinSleep), gateMaxSleep)
 		if time.Now().Add(wait).After(deadline) {
 			return
 		}
 		time.Sleep(wait)
 	}
+}
+
+// deliveryFilter keeps TCP_INFO delivery rates, at most one per
+// deliverySpacing, and answers their median: a reading that lasts a
+// millisecond or two (ACK compression after an idle moment) moves it
+// only when it fills half the samples. Safe for the lanes' concurrent
+// gates.
+type deliveryFilter struct {
+	mu      sync.Mutex
+	samples [deliverySamples]float64
+	n       int       // samples taken, up to len(samples)
+	next    int       // index of the next sample to replace
+	last    time.Time // when the last sample was taken
+	sorted  [deliverySamples]float64
+}
+
+const (
+	deliverySamples = 9
+	deliverySpacing = time.Millisecond
+)
+
+// add records rate, unless the last sample is younger than
+// deliverySpacing, and returns the median of the samples.
+func (f *deliveryFilter) add(rate float64, now time.Time) float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if rate > 0 && (f.n == 0 || now.Sub(f.last) >= deliverySpacing) {
+		f.samples[f.next] = rate
+		f.next = (f.next + 1) % len(f.samples)
+		f.n = min(f.n+1, len(f.samples))
+		f.last = now
+	}
+	if f.n == 0 {
+		return 0
+	}
+	s := f.sorted[:f.n]
+	copy(s, f.samples[:f.n])
+	slices.Sort(s)
+	return s[f.n/2]
 }

@@ -14,6 +14,9 @@ type drainingLink struct {
 	q0       int
 	rate     float64
 	delivery float64
+	// spike, when set: delivery is read only until start+spike, rate
+	// after it (a momentary reading).
+	spike time.Duration
 }
 
 func (l *drainingLink) queued() int {
@@ -21,7 +24,19 @@ func (l *drainingLink) queued() int {
 }
 
 func (l *drainingLink) info() (int, float64, time.Duration, bool) {
+	if l.spike > 0 && time.Since(l.start) >= l.spike {
+		return l.queued(), l.rate, 0, true
+	}
 	return l.queued(), l.delivery, 0, true
+}
+
+// history gives p's delivery filter the readings of a link that has been
+// delivering rate for a while.
+func history(p *pacer, rate float64) {
+	now := time.Now()
+	for i := deliverySamples; i > 0; i-- {
+		p.deliveries.add(rate, now.Add(-time.Duration(i)*deliverySpacing))
+	}
 }
 
 // pacedAt is a pacer that measured a window in which the socket drained
@@ -37,15 +52,16 @@ func pacedAt(t *testing.T, rate float64, queue func() (int, float64, time.Durati
 }
 
 // TestGateIgnoresDeliveryRateSpike: TCP_INFO's delivery rate is one ACK's
-// sample; after a pause it reads many times the link's rate. The gate's
-// bound on the bytes in flight must come from the pacer's own measurement,
-// or one large write lets a burst into the router's queue that every
-// request behind it waits out.
+// sample; for a moment after a pause it reads many times the link's rate.
+// The gate's bound on the bytes in flight must not follow it, or one large
+// write lets a burst into the router's queue that every request behind it
+// waits out.
 func TestGateIgnoresDeliveryRateSpike(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const rate = 6e6 // 48 Mbit/s
-		l := &drainingLink{start: time.Now(), q0: 60 << 10, rate: rate, delivery: 100e6}
+		l := &drainingLink{start: time.Now(), q0: 60 << 10, rate: rate, delivery: 100e6, spike: 2 * time.Millisecond}
 		p := pacedAt(t, rate, l.info)
+		history(p, rate)
 		p.hold(p.packetSize())
 		limit := max(gateFloor, int(rate*queueBudget.Seconds()))
 		if got := l.queued(); got > limit {
@@ -64,6 +80,23 @@ func TestGateKeepsLinkBusy(t *testing.T) {
 		p.hold(p.packetSize())
 		if l.queued() == 0 {
 			t.Errorf("gate released the write after the link ran dry (%v after the link had %d bytes queued)", time.Since(l.start), l.q0)
+		}
+	})
+}
+
+// TestGateTrustsSteadyDeliveryRate: a pacer that measured a low rate (its
+// writes waited for the CPU, not for the link) on a link whose delivery
+// rate reads 1 GB/s steadily must not hold writes at a bound derived from
+// its own figure: held there, its rate stays as low as the gate lets it be.
+func TestGateTrustsSteadyDeliveryRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &drainingLink{start: time.Now(), q0: 60 << 10, rate: 1e9, delivery: 1e9}
+		p := pacedAt(t, 2e6, l.info)
+		history(p, 1e9)
+		t0 := time.Now()
+		p.hold(p.packetSize())
+		if d := time.Since(t0); d > 0 {
+			t.Errorf("gate held a write %v with %d bytes in flight on a link delivering 1 GB/s", d, l.q0)
 		}
 	})
 }

@@ -59,8 +59,29 @@ func main() {
 	var is idleSettings
 	flag.IntVar(&is.rounds, "idle-rss", 0, "measure only the device side's idle memory (OpenSSH client, paradigm-node over SSH and QUIC), this many rounds")
 	flag.DurationVar(&is.hold, "idle-hold", 40*time.Second, "with -idle-rss: how long each round idles (read at 15 s and at the end)")
-	flag.StringVar(&is.baseline, "baseline-node", "", "with -idle-rss: another paradigm-node executable (e.g. built from an older commit) measured as one more column")
+	flag.StringVar(&is.baseline, "baseline-node", "", "with -idle-rss or -ab: another paradigm-node executable (e.g. built from an older commit) measured as one more column")
+	var ab abSettings
+	flag.IntVar(&ab.rounds, "ab", 0, "measure only paradigm's loopback bulk throughput against another build (-baseline-relay, -baseline-node), this many interleaved rounds")
+	flag.StringVar(&ab.relay, "baseline-relay", "", "with -ab: the other build's paradigm-relay executable")
+	flag.IntVar(&ab.secs, "ab-secs", 3, "with -ab: iperf3 -t of each load")
 	flag.Parse()
+	if ab.rounds > 0 {
+		ab.node = is.baseline
+		if ab.relay == "" || ab.node == "" || ab.rounds > 50 || ab.secs < 1 || ab.secs > 30 {
+			fmt.Fprintln(os.Stderr, "tunnelbench: -ab wants -baseline-relay and -baseline-node, at most 50 rounds, -ab-secs 1-30")
+			os.Exit(2)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		// Bounded: per round two builds, four loads each, plus start-up.
+		ctx, cancel := context.WithTimeout(ctx, time.Duration(ab.rounds)*2*(4*time.Duration(ab.secs+5)*time.Second+20*time.Second)+5*time.Minute)
+		defer cancel()
+		if err := runAB(ctx, &s, ab, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "tunnelbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if is.rounds > 0 {
 		if is.hold < idleEarly {
 			fmt.Fprintf(os.Stderr, "tunnelbench: -idle-hold %v is shorter than the %v of the first reading\n", is.hold, idleEarly)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -223,23 +225,21 @@ type paradigmRun struct {
 	// idle starts both ends with their defaults, as an operator would for
 	// the idle memory figure: no lifted stream limits, admin endpoint off
 	// (several relays run at once).
-	idle    bool
-	nodeBin string // the node executable; "" is s.nodeBin
-	ports   string // the portalias range; "" picks one by delay and quic
+	idle     bool
+	nodeBin  string // the node executable; "" is s.nodeBin
+	relayBin string // the relay executable; "" is s.relayBin
+	ports    string // the portalias range; "" picks one by delay and quic
 }
 
 func startParadigmWith(ctx context.Context, s *settings, pr paradigmRun) (*tunnel, error) {
 	name, delay, quic := pr.name, pr.delay, pr.quic
-	nodeBin := pr.nodeBin
-	if nodeBin == "" {
-		nodeBin = s.nodeBin
-	}
+	nodeBin, relayBin := cmp.Or(pr.nodeBin, s.nodeBin), cmp.Or(pr.relayBin, s.relayBin)
 	dir, err := os.MkdirTemp(s.tmp, "paradigm-")
 	if err != nil {
 		return nil, err
 	}
 	data := filepath.Join(dir, "relay")
-	fp, err := cliOutput(ctx, s.relayBin, "fingerprint", "--data", data)
+	fp, err := cliOutput(ctx, relayBin, "fingerprint", "--data", data)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +248,7 @@ func startParadigmWith(ctx context.Context, s *settings, pr paradigmRun) (*tunne
 	if err != nil {
 		return nil, err
 	}
-	if _, err := cliOutput(ctx, s.relayBin, "authorize", "--data", data, "bench", pub); err != nil {
+	if _, err := cliOutput(ctx, relayBin, "authorize", "--data", data, "bench", pub); err != nil {
 		return nil, err
 	}
 	t := &tunnel{name: name}
@@ -276,7 +276,7 @@ func startParadigmWith(ctx context.Context, s *settings, pr paradigmRun) (*tunne
 		if quic {
 			args = append(args, "--quic-listen", relayAddr)
 		}
-		t.server = command(ctx, s.relayBin, args...)
+		t.server = command(ctx, relayBin, args...)
 		if err := startLogged(t.server, dir, "relay"); err != nil {
 			return nil, err
 		}
@@ -312,9 +312,11 @@ func startParadigmWith(ctx context.Context, s *settings, pr paradigmRun) (*tunne
 	}
 	nodeArgs := []string{"--log-level", "warn", "run", "--relay", dialAddr, "--transport", transport, "--fingerprint", fp, "--key", key,
 		"--name", "bench", "--service", "iperf=" + s.iperfAddr, "--service", "echo=" + s.echoAddr, "--lock", filepath.Join(dir, "node.lock")}
-	if !pr.idle {
+	if !pr.idle && nodeHasFlag(ctx, nodeBin, "--max-buffer") {
 		// The idle-connections row holds 1,000 at once; 4 MiB windows as
-		// in the earlier runs, so the figures stay comparable.
+		// in the earlier runs, so the figures stay comparable (a node
+		// from before these flags, -ab's other build, had 4 MiB windows
+		// by default).
 		nodeArgs = append(nodeArgs, "--max-streams", "1100", "--max-buffer", "8800MiB")
 	}
 	t.client = command(ctx, nodeBin, nodeArgs...)
@@ -322,7 +324,7 @@ func startParadigmWith(ctx context.Context, s *settings, pr paradigmRun) (*tunne
 		t.stop()
 		return nil, err
 	}
-	if err := waitParadigm(ctx, s, data, t); err != nil {
+	if err := waitParadigm(ctx, relayBin, data, t); err != nil {
 		out, _ := os.ReadFile(filepath.Join(dir, "relay.log"))
 		out2, _ := os.ReadFile(filepath.Join(dir, "node.log"))
 		t.stop()
@@ -334,10 +336,10 @@ func startParadigmWith(ctx context.Context, s *settings, pr paradigmRun) (*tunne
 
 // waitParadigm reads the portaliases from `paradigm-relay ls --json` once
 // the node is online, then waits until they forward.
-func waitParadigm(ctx context.Context, s *settings, data string, t *tunnel) error {
+func waitParadigm(ctx context.Context, relayBin, data string, t *tunnel) error {
 	end := time.Now().Add(20 * time.Second)
 	for {
-		out, err := cliOutput(ctx, s.relayBin, "ls", "--data", data, "--json")
+		out, err := cliOutput(ctx, relayBin, "ls", "--data", data, "--json")
 		if err == nil {
 			var rows []struct {
 				Service   string `json:"service"`
@@ -363,4 +365,11 @@ func waitParadigm(ctx context.Context, s *settings, data string, t *tunnel) erro
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// nodeHasFlag reports whether paradigm-node at bin knows flag of its run
+// command.
+func nodeHasFlag(ctx context.Context, bin, flag string) bool {
+	out, err := cliOutput(ctx, bin, "run", "--help")
+	return err == nil && strings.Contains(out, flag)
 }
