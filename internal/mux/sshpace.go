@@ -50,10 +50,13 @@ type pacer struct {
 	// second as float64 bits, when the socket set the pace; 0 on a fast
 	// link. The gate's bound on the bytes in flight derives from it.
 	rate atomic.Uint64
-	// deliveries are the socket's recent delivery rates, for the gate.
+	// deliveries are the socket's recent delivery rates, for the gate;
+	// its lock is never held together with mu.
 	deliveries deliveryFilter
 
-	mu      sync.Mutex // guards the window below; held only by the socket's writer
+	// mu guards the window below: held by the socket's writer (wrote) and
+	// briefly by a lane's gate adding its wait (hold); never across I/O.
+	mu      sync.Mutex
 	start   time.Time
 	bytes   int
 	blocked time.Duration
