@@ -55,7 +55,8 @@ type pacer struct {
 	deliveries deliveryFilter
 
 	// mu guards the window below: held by the socket's writer (wrote) and
-	// briefly by a lane's gate adding its wait (hold); never across I/O.
+	// briefly by a lane's gate adding its wait (hold); never across a
+	// socket write (wrote sets TCP_NOTSENT_LOWAT under it, a setsockopt).
 	mu      sync.Mutex
 	start   time.Time
 	bytes   int
