@@ -40,34 +40,11 @@ func runAB(ctx context.Context, s *settings, ab abSettings, w io.Writer) error {
 			return fmt.Errorf("-ab: the other build: %w", err)
 		}
 	}
-	if err := ensurePackages(ctx); err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp("", "tunnelbench-ab-")
+	cleanup, err := setUp(ctx, s, "tunnelbench-ab-")
 	if err != nil {
 		return err
 	}
-	s.tmp = tmp
-	if !s.keep {
-		defer os.RemoveAll(tmp)
-	} else {
-		logf("keeping %s", tmp)
-	}
-	if err := buildBinaries(ctx, s); err != nil {
-		return err
-	}
-	echo, err := startEcho()
-	if err != nil {
-		return err
-	}
-	defer echo.Close()
-	s.echoAddr = echo.Addr().String()
-	iperfSrv, err := startIperfServer(ctx, s.tmp)
-	if err != nil {
-		return err
-	}
-	defer iperfSrv.stop()
-	s.iperfAddr = iperfSrv.addr
+	defer cleanup()
 
 	builds := []paradigmRun{
 		{name: "this tree"},

@@ -133,39 +133,16 @@ func run(ctx context.Context, s *settings) error {
 			s.nodesN = fit
 		}
 	}
-	if err := ensurePackages(ctx); err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp("", "tunnelbench-")
-	if err != nil {
-		return err
-	}
-	s.tmp = tmp
-	if !s.keep {
-		defer os.RemoveAll(tmp)
-	} else {
-		logf("keeping %s", tmp)
-	}
+	var err error
 	if s.benchBin, err = os.Executable(); err != nil {
 		return err
 	}
-	if err := buildBinaries(ctx, s); err != nil {
+	cleanup, err := setUp(ctx, s, "tunnelbench-")
+	if err != nil {
 		return err
 	}
+	defer cleanup()
 	vers := versions(ctx)
-
-	echo, err := startEcho()
-	if err != nil {
-		return err
-	}
-	defer echo.Close()
-	s.echoAddr = echo.Addr().String()
-	iperfSrv, err := startIperfServer(ctx, s.tmp)
-	if err != nil {
-		return err
-	}
-	defer iperfSrv.stop()
-	s.iperfAddr = iperfSrv.addr
 
 	res := newResults()
 	direct := &tunnel{name: colDirect, iperfAddr: s.iperfAddr, echoAddr: s.echoAddr}

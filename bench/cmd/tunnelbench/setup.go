@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"paradigm/bench/benchkit"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,54 @@ const sshdPath = benchkit.SSHDPath
 func ensurePackages(ctx context.Context) error { return benchkit.EnsurePackages(ctx) }
 
 // buildBinaries builds paradigm-relay and paradigm-node from this module.
+// setUp is what a measuring run needs first: the packages, a temporary
+// folder (s.tmp, named from prefix; removed by cleanup unless -keep), this
+// tree's binaries, and the device-local echo and iperf3 servers (s.echoAddr,
+// s.iperfAddr). cleanup stops and removes what setUp started, also after
+// an error part way.
+func setUp(ctx context.Context, s *settings, prefix string) (_ func(), err error) {
+	var undo []func()
+	cleanup := func() {
+		for _, f := range slices.Backward(undo) {
+			f()
+		}
+	}
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
+	if err := ensurePackages(ctx); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, err
+	}
+	s.tmp = tmp
+	if !s.keep {
+		undo = append(undo, func() { os.RemoveAll(tmp) })
+	} else {
+		logf("keeping %s", tmp)
+	}
+	if err := buildBinaries(ctx, s); err != nil {
+		return nil, err
+	}
+	echo, err := startEcho()
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { echo.Close() })
+	s.echoAddr = echo.Addr().String()
+	iperfSrv, err := startIperfServer(ctx, s.tmp)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, iperfSrv.stop)
+	s.iperfAddr = iperfSrv.addr
+	return cleanup, nil
+}
+
 func buildBinaries(ctx context.Context, s *settings) (err error) {
 	s.relayBin, s.nodeBin, err = benchkit.BuildBinaries(ctx, s.tmp)
 	return err
