@@ -15,6 +15,7 @@ import (
 	"paradigm/internal/mux"
 	"paradigm/internal/node"
 	"paradigm/internal/proto"
+	"paradigm/internal/relay"
 )
 
 // floodBeforeHello is issue 14's attack on the relay's memory from one
@@ -71,11 +72,7 @@ func TestPendingConnectionsMemory(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr string) {
 		cfg := relayConfig(t)
 		cfg.HandshakeTimeout = time.Minute // the attack is measured while it is pending
-		var thieves []string
-		for i := range keys {
-			k, _ := authorize(t, cfg, fmt.Sprintf("thief-%d", i))
-			thieves = append(thieves, k)
-		}
+		thieves := authorizeAttackers(t, cfg, "thief", keys)
 		honest, _ := authorize(t, cfg, "honest")
 		r := startRelay(t, cfg, tr)
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -83,13 +80,7 @@ func TestPendingConnectionsMemory(t *testing.T) {
 
 		baseHeap, baseRSS := liveHeap(), rss(t)
 		sessions := make([]mux.Session, keys)
-		t.Cleanup(func() {
-			for _, s := range sessions {
-				if s != nil {
-					s.Close()
-				}
-			}
-		})
+		closeSessions(t, sessions)
 		opened := make([]int, keys)
 		var wg sync.WaitGroup
 		for i, k := range thieves {
@@ -201,11 +192,7 @@ func TestControlStreamParking(t *testing.T) {
 	const keys = 8
 	forEachTransport(t, func(t *testing.T, tr string) {
 		cfg := relayConfig(t)
-		var thieves []string
-		for i := range keys {
-			k, _ := authorize(t, cfg, fmt.Sprintf("parker-%d", i))
-			thieves = append(thieves, k)
-		}
+		thieves := authorizeAttackers(t, cfg, "parker", keys)
 		honest, _ := authorize(t, cfg, "honest")
 		r := startRelay(t, cfg, tr)
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -213,11 +200,7 @@ func TestControlStreamParking(t *testing.T) {
 
 		baseHeap, baseRSS := liveHeap(), rss(t)
 		sessions := make([]mux.Session, keys)
-		t.Cleanup(func() {
-			for _, s := range sessions {
-				s.Close()
-			}
-		})
+		closeSessions(t, sessions)
 		sent := make([]int64, keys)
 		var wg sync.WaitGroup
 		for i, k := range thieves {
@@ -283,22 +266,14 @@ func TestPendingControlStream(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr string) {
 		cfg := relayConfig(t)
 		cfg.HandshakeTimeout = time.Minute // the attack is measured while it is pending
-		var thieves []string
-		for i := range keys {
-			k, _ := authorize(t, cfg, fmt.Sprintf("staller-%d", i))
-			thieves = append(thieves, k)
-		}
+		thieves := authorizeAttackers(t, cfg, "staller", keys)
 		r := startRelay(t, cfg, tr)
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 
 		baseHeap, baseRSS := liveHeap(), rss(t)
 		sessions := make([]mux.Session, keys)
-		t.Cleanup(func() {
-			for _, s := range sessions {
-				s.Close()
-			}
-		})
+		closeSessions(t, sessions)
 		frame := make([]byte, 5+proto.MaxMessageSize-1)
 		frame[0] = byte(proto.TypeHello)
 		binary.BigEndian.PutUint32(frame[1:5], proto.MaxMessageSize)
@@ -326,6 +301,29 @@ func TestPendingControlStream(t *testing.T) {
 		}
 		if heap > keys*(1<<20) {
 			t.Errorf("heap grew by %d bytes for %d pending connections, want at most %d", heap, keys, keys*(1<<20))
+		}
+	})
+}
+
+// authorizeAttackers authorizes n keys, playnodes prefix-0 to prefix-(n-1),
+// and returns their key files.
+func authorizeAttackers(t *testing.T, cfg relay.Config, prefix string, n int) []string {
+	t.Helper()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i], _ = authorize(t, cfg, fmt.Sprintf("%s-%d", prefix, i))
+	}
+	return keys
+}
+
+// closeSessions closes, when the test ends, the sessions it dialled into
+// sessions (a slot left nil is skipped).
+func closeSessions(t *testing.T, sessions []mux.Session) {
+	t.Cleanup(func() {
+		for _, s := range sessions {
+			if s != nil {
+				s.Close()
+			}
 		}
 	})
 }
