@@ -168,17 +168,26 @@ func (h *hopFigures) newConns(ctx context.Context, s *settings, paths []path) er
 	return nil
 }
 
+// dialTransfer connects to a service at addr for one bulk transfer: two
+// minutes at most, and closed when ctx ends; done closes it.
+func dialTransfer(ctx context.Context, addr string) (c net.Conn, done func(), err error) {
+	c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	return c, func() { stop(); c.Close() }, nil
+}
+
 // upload sends size bytes to the sink at addr and waits for its count:
 // MiB/s from the first byte written to the count read.
 func upload(ctx context.Context, addr string, size int64) (float64, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, done, err := dialTransfer(ctx, addr)
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
+	defer done()
 	buf := make([]byte, 256<<10)
 	t0 := time.Now()
 	for left := size; left > 0; {
@@ -203,14 +212,11 @@ func upload(ctx context.Context, addr string, size int64) (float64, error) {
 // download asks the source at addr for size bytes and reads them to EOF:
 // MiB/s from the request to the end.
 func download(ctx context.Context, addr string, size int64) (float64, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, done, err := dialTransfer(ctx, addr)
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
+	defer done()
 	var req [8]byte
 	binary.BigEndian.PutUint64(req[:], uint64(size))
 	t0 := time.Now()
