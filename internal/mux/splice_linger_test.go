@@ -63,8 +63,8 @@ func TestSpliceDeathResets(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client, server := tcpPair(t)
-			node, service := tcpPair(t)
+			client, server := mux.TCPPair(t)
+			node, service := mux.TCPPair(t)
 			splice(t, server, node)
 			reader, writer := tc.reader(client, service), tc.writer(client, service)
 			wrote := make(chan struct{})
@@ -104,8 +104,8 @@ func TestSpliceDeathResets(t *testing.T) {
 // kernel when Splice writes its last byte and closes, which a close with
 // linger 0 would discard.
 func TestSpliceCleanEndDeliversAll(t *testing.T) {
-	client, server := tcpPair(t)
-	node, service := tcpPair(t)
+	client, server := mux.TCPPair(t)
+	node, service := mux.TCPPair(t)
 	client.SetReadBuffer(16 << 10)
 	wait := splice(t, server, node)
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,31 +12,6 @@ import (
 	"paradigm/internal/mux"
 	"paradigm/internal/mux/muxtest"
 )
-
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
 
 // cutStream delivers data, then fails as a stream of a dead session does.
 type cutStream struct {
@@ -61,7 +35,7 @@ func (s *cutStream) Close() error                { return nil }
 func (s *cutStream) CloseWrite() error           { return nil }
 
 func TestSpliceCutResetsClient(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := mux.TCPPair(t)
 	errCut := errors.New("session died")
 	stream := &cutStream{data: bytes.Repeat([]byte("x"), 1000), err: errCut}
 	done := make(chan error, 1)
@@ -80,8 +54,8 @@ func TestSpliceCutResetsClient(t *testing.T) {
 }
 
 func TestSpliceHalfClose(t *testing.T) {
-	client, server := tcpPair(t)
-	node, service := tcpPair(t)
+	client, server := mux.TCPPair(t)
+	node, service := mux.TCPPair(t)
 	go mux.Splice(server, node)
 	// The service reads the whole request, then answers after the
 	// client's half-close.
@@ -105,8 +79,8 @@ func TestSpliceHalfClose(t *testing.T) {
 // acknowledges each MiB with one byte. allocs/32KiB is per splice buffer
 // (the target is 0 in steady state).
 func BenchmarkSplice(b *testing.B) {
-	client, in := tcpPair(b)
-	out, sink := tcpPair(b)
+	client, in := mux.TCPPair(b)
+	out, sink := mux.TCPPair(b)
 	go mux.Splice(in, out)
 	go muxtest.AckSink(sink)
 	muxtest.SendAcked(b, client)

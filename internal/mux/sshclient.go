@@ -79,7 +79,7 @@ func dialSSH(ctx context.Context, conn net.Conn, cfg *SSHClientConfig) (Session,
 		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
 		ClientVersion:     sshVersion,
 	}
-	ac := newActivityConn(&pacedConn{conn, pace}, conn)
+	ac := newActivityConn(newPacedConn(conn, conn, pace), conn)
 	cc, chans, reqs, err := ssh.NewClientConn(ac, addr, sshCfg)
 	if err != nil {
 		if offered && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isNetError(err) {

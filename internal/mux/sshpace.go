@@ -132,17 +132,32 @@ type pacedSocket interface {
 
 // pacedConn is the transport connection with its writes timed for the
 // pacer. x/crypto/ssh writes from one goroutine at a time (its transport
-// mutex), so the timing is per write.
+// mutex), so the timing is per write. On a TCP socket only the time a
+// write waited for the socket to take its bytes counts (socketWriter);
+// on another connection (the tests' slow link), the whole write's.
 type pacedConn struct {
 	net.Conn
-	p *pacer
+	p     *pacer
+	write func([]byte) (int, time.Duration, error) // nil: time whole writes
+	base  time.Time                                // a write's time is base plus monotonic time since
+}
+
+// newPacedConn paces c, whose writes go to raw (c may wrap it).
+func newPacedConn(c, raw net.Conn, p *pacer) *pacedConn {
+	return &pacedConn{Conn: c, p: p, write: socketWriter(raw), base: time.Now()}
 }
 
 func (c *pacedConn) Write(b []byte) (int, error) {
-	t0 := time.Now()
-	n, err := c.Conn.Write(b)
-	now := time.Now()
-	c.p.wrote(n, now.Sub(t0), now)
+	if c.write == nil {
+		t0 := time.Now()
+		n, err := c.Conn.Write(b)
+		now := time.Now()
+		c.p.wrote(n, now.Sub(t0), now)
+		return n, err
+	}
+	n, waited, err := c.write(b)
+	// One monotonic clock reading per write, none of the wall clock.
+	c.p.wrote(n, waited, c.base.Add(time.Since(c.base)))
 	return n, err
 }
 

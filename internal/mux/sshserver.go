@@ -128,7 +128,7 @@ func acceptSSH(ctx context.Context, conn net.Conn, cfg *SSHServerConfig) (Sessio
 		ServerVersion:     sshVersion,
 	}
 	sshCfg.AddHostKey(cfg.HostKey)
-	ac := newActivityConn(&pacedConn{&prefixConn{raw, prefix}, pace}, raw)
+	ac := newActivityConn(newPacedConn(&prefixConn{raw, prefix}, raw, pace), raw)
 	sc, chans, reqs, err := ssh.NewServerConn(ac, sshCfg)
 	if err != nil {
 		if auth.lastErr != nil {

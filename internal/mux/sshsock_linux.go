@@ -1,7 +1,9 @@
 package mux
 
 import (
+	"io"
 	"net"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,5 +53,61 @@ func tcpQueue(conn net.Conn) func() (queued int, rate float64, minRTT time.Durat
 			return 0, 0, 0, false
 		}
 		return queued, float64(info.Delivery_rate), time.Duration(info.Min_rtt) * time.Microsecond, true
+	}
+}
+
+// socketWriter returns, for a TCP socket, a write that reports how long it
+// waited for the socket to take the bytes (from each EAGAIN until the
+// socket was writable again and the writer ran), not counting the time the
+// write(2) calls themselves took: on a busy CPU, or on loopback where a
+// write also runs the receiver's protocol work, that time is the CPU's,
+// not the link's, and timing the whole Write counted it as the link
+// setting the pace. nil when conn is not a TCP connection. Deadlines and
+// Close interrupt the wait as they do a Write.
+func socketWriter(conn net.Conn) func(b []byte) (n int, waited time.Duration, err error) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func(b []byte) (int, time.Duration, error) {
+		var n int
+		var waited time.Duration
+		var since time.Time // when the last EAGAIN was seen
+		var werr error
+		err := rc.Write(func(fd uintptr) bool {
+			if !since.IsZero() {
+				waited += time.Since(since)
+				since = time.Time{}
+			}
+			for n < len(b) {
+				m, err := unix.Write(int(fd), b[n:])
+				switch {
+				case err == unix.EINTR:
+				case err == unix.EAGAIN:
+					since = time.Now()
+					return false
+				case err != nil:
+					werr = os.NewSyscallError("write", err)
+					return true
+				case m == 0:
+					werr = io.ErrUnexpectedEOF
+					return true
+				default:
+					n += m
+				}
+			}
+			return true
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			err = &net.OpError{Op: "write", Net: "tcp", Source: tc.LocalAddr(), Addr: tc.RemoteAddr(), Err: err}
+		}
+		return n, waited, err
 	}
 }

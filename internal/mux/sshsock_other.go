@@ -13,3 +13,6 @@ func notSentLowat(net.Conn) func(int) { return nil }
 
 // tcpQueue is Linux only.
 func tcpQueue(net.Conn) func() (int, float64, time.Duration, bool) { return nil }
+
+// socketWriter is Linux only: elsewhere the pacer times whole writes.
+func socketWriter(net.Conn) func([]byte) (int, time.Duration, error) { return nil }
