@@ -73,9 +73,11 @@
 // places; each is bounded:
 //
 //   - The kernel's send buffer. Linux autotunes it to megabytes: seconds at
-//     20 Mbit/s. The pacer (sshpace.go) times every write to the socket;
-//     when the socket sets the pace (writes spend more than a tenth of the
-//     time blocked) it sets TCP_NOTSENT_LOWAT to about 2 ms of the measured
+//     20 Mbit/s. The pacer (sshpace.go) times how long each write to the
+//     socket waits for the socket to take its bytes (from EAGAIN until it
+//     is writable: not write(2)'s own CPU time, which on a busy CPU made
+//     a loopback link look slow); when the socket sets the pace (writes
+//     spend more than a tenth of the time blocked) it sets TCP_NOTSENT_LOWAT to about 2 ms of the measured
 //     rate, and holds large writes back while the socket has more
 //     unacknowledged bytes (SIOCOUTQ) than twice the path's bandwidth-delay
 //     product plus those 2 ms (TCP_INFO's minimum RTT), so that the
@@ -112,8 +114,8 @@
 //
 // On a fast link (loopback, LAN) the pacer keeps the maximum sizes (32 KiB
 // packets, 128 KiB TCP_NOTSENT_LOWAT, and past 64 MB/s the kernel's own
-// unsent limit) and never gates: it costs a clock reading per socket
-// write; 8 streams on loopback ran as fast as with the pacer switched off
+// unsent limit) and never gates: it costs one monotonic clock reading
+// per socket write, and two per wait for the socket; 8 streams on loopback ran as fast as with the pacer switched off
 // (bench/README.md, session 10). Over QUIC streams are independent and
 // quic-go schedules them round robin; what remains there is the
 // congestion controller's queue in the router, which is the link's.

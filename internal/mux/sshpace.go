@@ -39,9 +39,10 @@ const (
 
 // pacer estimates how fast the transport socket drains while the tunnel
 // keeps it busy, and derives from it the SSH packet size and the socket's
-// TCP_NOTSENT_LOWAT. Writes are timed: when they spent more than a tenth of
-// a window blocked, the socket, not the tunnel, set the pace, and
-// bytes / time blocked is the link's rate. Otherwise the link had room and
+// TCP_NOTSENT_LOWAT. Writes are timed (on a TCP socket, only their waits
+// for the socket to take the bytes; see socketWriter): when they spent
+// more than a tenth of a window blocked, the socket, not the tunnel, set
+// the pace, and bytes / time blocked is the link's rate. Otherwise the link had room and
 // the sizes go back to their maximum. Past 64 MB/s either way, the unsent
 // limit is the kernel's own.
 type pacer struct {

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -73,41 +75,64 @@ func socketWriter(conn net.Conn) func(b []byte) (n int, waited time.Duration, er
 	if err != nil {
 		return nil
 	}
-	return func(b []byte) (int, time.Duration, error) {
-		var n int
-		var waited time.Duration
-		var since time.Time // when the last EAGAIN was seen
-		var werr error
-		err := rc.Write(func(fd uintptr) bool {
-			if !since.IsZero() {
-				waited += time.Since(since)
-				since = time.Time{}
-			}
-			for n < len(b) {
-				m, err := unix.Write(int(fd), b[n:])
-				switch {
-				case err == unix.EINTR:
-				case err == unix.EAGAIN:
-					since = time.Now()
-					return false
-				case err != nil:
-					werr = os.NewSyscallError("write", err)
-					return true
-				case m == 0:
-					werr = io.ErrUnexpectedEOF
-					return true
-				default:
-					n += m
-				}
-			}
-			return true
-		})
-		if err == nil {
-			err = werr
-		}
-		if err != nil {
-			err = &net.OpError{Op: "write", Net: "tcp", Source: tc.LocalAddr(), Addr: tc.RemoteAddr(), Err: err}
-		}
-		return n, waited, err
+	w := &sockWriter{tc: tc, rc: rc}
+	w.step = w.writeSome // bound once: a closure per write would be an allocation per write
+	return w.write
+}
+
+// sockWriter is socketWriter's state: one write's, reused by the next.
+type sockWriter struct {
+	tc   *net.TCPConn
+	rc   syscall.RawConn
+	step func(fd uintptr) bool // writeSome
+
+	mu     sync.Mutex // held for a write; guards the fields below
+	b      []byte
+	n      int
+	waited time.Duration
+	since  time.Time // when the last EAGAIN was seen; zero if none pending
+	err    error
+}
+
+func (w *sockWriter) write(b []byte) (int, time.Duration, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b, w.n, w.waited, w.since, w.err = b, 0, 0, time.Time{}, nil
+	err := w.rc.Write(w.step)
+	if err == nil {
+		err = w.err
 	}
+	if err != nil {
+		err = &net.OpError{Op: "write", Net: "tcp", Source: w.tc.LocalAddr(), Addr: w.tc.RemoteAddr(), Err: err}
+	}
+	n, waited := w.n, w.waited
+	w.b = nil // the caller's buffer is not kept
+	return n, waited, err
+}
+
+// writeSome is the RawConn's write function: false asks it to wait until
+// the socket is writable and call again.
+func (w *sockWriter) writeSome(fd uintptr) bool {
+	if !w.since.IsZero() {
+		w.waited += time.Since(w.since)
+		w.since = time.Time{}
+	}
+	for w.n < len(w.b) {
+		m, err := unix.Write(int(fd), w.b[w.n:])
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			w.since = time.Now()
+			return false
+		case err != nil:
+			w.err = os.NewSyscallError("write", err)
+			return true
+		case m == 0:
+			w.err = io.ErrUnexpectedEOF
+			return true
+		default:
+			w.n += m
+		}
+	}
+	return true
 }

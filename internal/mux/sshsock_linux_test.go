@@ -26,13 +26,17 @@ func TestSocketWriterCountsOnlyWaits(t *testing.T) {
 		t.Fatal("no socket writer for a TCP connection")
 	}
 	read := make(chan error, 1)
-	go func() { _, err := io.CopyN(io.Discard, s, 200*64); read <- err }()
+	go func() { _, err := io.CopyN(io.Discard, s, 301*64); read <- err }()
 	small := make([]byte, 64)
 	for i := range 200 {
 		n, waited, err := write(small)
 		if n != len(small) || err != nil || waited != 0 {
 			t.Fatalf("small write %d: n %d, waited %v, err %v; want %d, 0, nil", i, n, waited, err, len(small))
 		}
+	}
+	// Every SSH packet goes through it: no allocation per write.
+	if allocs := testing.AllocsPerRun(100, func() { write(small) }); allocs != 0 {
+		t.Errorf("%v allocations per write, want 0", allocs)
 	}
 	if err := <-read; err != nil {
 		t.Fatal(err)
