@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -15,16 +16,37 @@ import (
 // conditions, which on a shared machine drift by more than a change costs.
 type abSettings struct {
 	rounds      int
-	secs        int    // iperf3 -t of each load
-	relay, node string // the other build's executables
+	secs        int      // iperf3 -t of each load
+	relay, node string   // the other build's executables
+	loads       []abLoad // measured in every round
 }
 
-// abLoads are the loads of one round, tunnelbench's bulk rows.
-var abLoads = []struct {
+// abLoad is one iperf3 load of a round.
+type abLoad struct {
 	name     string
 	parallel int
 	reverse  bool
-}{{"1 stream", 1, false}, {"1 stream -R", 1, true}, {"8 streams", 8, false}, {"8 streams -R", 8, true}}
+}
+
+// abLoads are the loads of one round, tunnelbench's bulk rows.
+var abLoads = []abLoad{{"1 stream", 1, false}, {"1 stream -R", 1, true}, {"8 streams", 8, false}, {"8 streams -R", 8, true}}
+
+// pickABLoads returns the loads named in list (comma-separated), all of
+// them for "".
+func pickABLoads(list string) ([]abLoad, error) {
+	if list == "" {
+		return abLoads, nil
+	}
+	var out []abLoad
+	for name := range strings.SplitSeq(list, ",") {
+		i := slices.IndexFunc(abLoads, func(l abLoad) bool { return l.name == strings.TrimSpace(name) })
+		if i < 0 {
+			return nil, fmt.Errorf("-ab-loads: no load %q (have \"1 stream\", \"1 stream -R\", \"8 streams\", \"8 streams -R\")", name)
+		}
+		out = append(out, abLoads[i])
+	}
+	return out, nil
+}
 
 // abSample is one load of one round: throughput and the CPU both ends
 // spent per GiB.
@@ -61,7 +83,7 @@ func runAB(ctx context.Context, s *settings, ab abSettings, w io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", b.name, err)
 			}
-			for _, l := range abLoads {
+			for _, l := range ab.loads {
 				cpu0 := treeCPU(t.serverPID()) + treeCPU(t.clientPID())
 				ir, err := runIperfRetry(ctx, t.iperfAddr, ab.secs, l.parallel, l.reverse, 0)
 				if err != nil {
@@ -82,7 +104,7 @@ func runAB(ctx context.Context, s *settings, ab abSettings, w io.Writer) error {
 		ab.relay, ab.node, ab.rounds, ab.secs, time.Since(start).Round(time.Second))
 	fmt.Fprintln(w, "| figure | this tree, median (min–max) | other build | this / other |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|")
-	for _, l := range abLoads {
+	for _, l := range ab.loads {
 		this, other := samples["this tree"][l.name], samples["other build"][l.name]
 		gbit := func(x abSample) float64 { return x.gbit }
 		cpu := func(x abSample) float64 { return x.cpuPerGiB }

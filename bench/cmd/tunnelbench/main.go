@@ -64,6 +64,7 @@ func main() {
 	flag.IntVar(&ab.rounds, "ab", 0, "measure only paradigm's loopback bulk throughput against another build (-baseline-relay, -baseline-node), this many interleaved rounds")
 	flag.StringVar(&ab.relay, "baseline-relay", "", "with -ab: the other build's paradigm-relay executable")
 	flag.IntVar(&ab.secs, "ab-secs", 3, "with -ab: iperf3 -t of each load")
+	abOnly := flag.String("ab-loads", "", "with -ab: only these loads, comma-separated (\"1 stream\", \"1 stream -R\", \"8 streams\", \"8 streams -R\"); default all")
 	flag.Parse()
 	if ab.rounds > 0 {
 		ab.node = is.baseline
@@ -71,10 +72,15 @@ func main() {
 			fmt.Fprintln(os.Stderr, "tunnelbench: -ab wants -baseline-relay and -baseline-node, at most 50 rounds, -ab-secs 1-30")
 			os.Exit(2)
 		}
+		var err error
+		if ab.loads, err = pickABLoads(*abOnly); err != nil {
+			fmt.Fprintln(os.Stderr, "tunnelbench:", err)
+			os.Exit(2)
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		// Bounded: per round two builds, four loads each, plus start-up.
-		ctx, cancel := context.WithTimeout(ctx, time.Duration(ab.rounds)*2*(4*time.Duration(ab.secs+5)*time.Second+20*time.Second)+5*time.Minute)
+		ctx, cancel := context.WithTimeout(ctx, time.Duration(ab.rounds)*2*(time.Duration(len(ab.loads))*time.Duration(ab.secs+5)*time.Second+20*time.Second)+5*time.Minute)
 		defer cancel()
 		if err := runAB(ctx, &s, ab, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "tunnelbench:", err)
