@@ -11,16 +11,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// tcpRaw returns conn as a TCP connection and its raw socket, or nils
+// when conn is not a TCP connection.
+func tcpRaw(conn net.Conn) (*net.TCPConn, syscall.RawConn) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil, nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	return tc, rc
+}
+
 // notSentLowat returns a function that sets the TCP_NOTSENT_LOWAT of conn
 // (the bytes the kernel may hold unsent before the socket stops taking
 // more), or nil when conn is not a TCP connection.
 func notSentLowat(conn net.Conn) func(int) {
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	_, rc := tcpRaw(conn)
+	if rc == nil {
 		return nil
 	}
 	return func(n int) {
@@ -36,12 +46,8 @@ func notSentLowat(conn net.Conn) func(int) {
 // unacknowledged 4 KiB packet read as 64 KiB), the kernel's delivery rate
 // estimate in bytes per second and the minimum round-trip time.
 func tcpQueue(conn net.Conn) func() (queued int, rate float64, minRTT time.Duration, ok bool) {
-	tc, isTCP := conn.(*net.TCPConn)
-	if !isTCP {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	_, rc := tcpRaw(conn)
+	if rc == nil {
 		return nil
 	}
 	return func() (int, float64, time.Duration, bool) {
@@ -67,12 +73,8 @@ func tcpQueue(conn net.Conn) func() (queued int, rate float64, minRTT time.Durat
 // setting the pace. nil when conn is not a TCP connection. Deadlines and
 // Close interrupt the wait as they do a Write.
 func socketWriter(conn net.Conn) func(b []byte) (n int, waited time.Duration, err error) {
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	tc, rc := tcpRaw(conn)
+	if rc == nil {
 		return nil
 	}
 	w := &sockWriter{tc: tc, rc: rc}
