@@ -44,6 +44,12 @@ type nodeSession struct {
 	lastSent []proto.Portalias // the portaliases of the last Welcome queued
 	welcomed bool              // the first Welcome was queued
 	ended    *proto.Refuse     // why the relay ended the session, if it did; nothing is queued after it
+	// over: the session's connection ended; nothing is queued or sent
+	// after it. Set before the session's count in wg is released, so a
+	// sender goroutine is only ever added to wg while that count holds
+	// it above zero (shutdown's Wait may be running: a refusal racing the
+	// session's end must not add to a WaitGroup at zero).
+	over bool
 }
 
 // errNoControlStream: the session ended before the node opened its
@@ -105,6 +111,9 @@ func (r *Relay) serveSession(ctx context.Context, ms mux.Session, peer mux.Peer,
 	context.AfterFunc(s.mux.Context(), func() {
 		defer r.wg.Done()
 		stop()
+		s.ctrlMu.Lock()
+		s.over = true
+		s.ctrlMu.Unlock()
 		s.mux.Close()
 		r.reg.down(s, s.downReason())
 		r.presence.release(s.playnode, s.home, s)
@@ -230,6 +239,9 @@ func (s *nodeSession) refuse(m *proto.Refuse) {
 
 // queueLocked appends m and starts the sender if none runs; ctrlMu is held.
 func (s *nodeSession) queueLocked(m proto.Message) {
+	if s.over {
+		return
+	}
 	s.pending = append(s.pending, m)
 	if !s.sending {
 		s.sending = true
