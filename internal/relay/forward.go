@@ -102,8 +102,15 @@ func (s *countedStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write counts p before writing it, and takes back what was not written:
+// counted after, the playnode's reply could arrive, be forwarded and be
+// counted while this goroutine had not run again since Write returned, and a
+// snapshot would show the reply without the request.
 func (s *countedStream) Write(p []byte) (int, error) {
+	s.st.toNode.Add(uint64(len(p)))
 	n, err := s.Stream.Write(p)
-	s.st.toNode.Add(uint64(n))
+	if n < len(p) {
+		s.st.toNode.Add(-uint64(len(p) - n))
+	}
 	return n, err
 }
