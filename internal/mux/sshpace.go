@@ -42,8 +42,8 @@ const (
 // TCP_NOTSENT_LOWAT. Writes are timed (on a TCP socket, only their waits
 // for the socket to take the bytes; see socketWriter): when they spent
 // more than a tenth of a window blocked, the socket, not the tunnel, set
-// the pace, and bytes / time blocked is the link's rate. Otherwise the link had room and
-// the sizes go back to their maximum. Past 64 MB/s either way, the unsent
+// the pace, and bytes / time blocked is the link's rate. Otherwise the
+// link had room and the sizes go back to their maximum. Past 64 MB/s either way, the unsent
 // limit is the kernel's own.
 type pacer struct {
 	packet atomic.Int32 // payload bytes per SSH packet, read by every lane
