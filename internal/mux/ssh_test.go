@@ -536,3 +536,45 @@ func TestSSHAuthorizeOncePerKey(t *testing.T) {
 		}
 	}
 }
+
+// closedAtClear is a relay-side connection that is closed just before the
+// handshake's deadline is cleared: what happens when the node hangs up
+// right after the handshake (a failover probe does) and x/crypto/ssh
+// closes the connection at the end of data first.
+type closedAtClear struct{ *net.TCPConn }
+
+func (c closedAtClear) SetDeadline(t time.Time) error {
+	if t.IsZero() {
+		c.TCPConn.Close()
+	}
+	return c.TCPConn.SetDeadline(t)
+}
+
+// TestSSHPeerHangsUpAfterHandshake: a connection closed once the
+// handshake succeeded is no handshake error; AcceptSSH returns the
+// session, which ends. (The relay counts such a session as a probe, a
+// failed handshake as a fault.)
+func TestSSHPeerHangsUpAfterHandshake(t *testing.T) {
+	e := newSSHEnv(t)
+	go func() {
+		conn, err := e.ln.Accept()
+		if err != nil {
+			e.accepted <- acceptResult{err: err}
+			return
+		}
+		s, peer, err := mux.AcceptSSH(context.Background(), closedAtClear{conn.(*net.TCPConn)}, &e.server)
+		e.accepted <- acceptResult{s, peer, conn, err}
+	}()
+	if _, err := e.dial(t, e.ln.Addr().String()); err != nil {
+		t.Fatalf("DialSSH: %v", err)
+	}
+	r := e.result(t)
+	if r.err != nil {
+		t.Fatalf("AcceptSSH: %v, want the session", r.err)
+	}
+	select {
+	case <-r.s.Done():
+	case <-time.After(muxtest.Timeout):
+		t.Fatal("the session of a closed connection did not end")
+	}
+}
