@@ -78,9 +78,10 @@
 //     is writable: not write(2)'s own CPU time, which on a busy CPU made
 //     a loopback link look slow); when the socket sets the pace (writes
 //     spend more than a tenth of the time blocked) it sets
-//     TCP_NOTSENT_LOWAT to about 2 ms of the measured rate, and holds large writes back while the socket has more
-//     unacknowledged bytes (SIOCOUTQ) than twice the path's bandwidth-delay
-//     product plus those 2 ms (TCP_INFO's minimum RTT), so that the
+//     TCP_NOTSENT_LOWAT to about 2 ms of the measured rate, and holds
+//     large writes back while the socket has more unacknowledged bytes
+//     (SIOCOUTQ) than twice the path's bandwidth-delay product plus those
+//     2 ms (TCP_INFO's minimum RTT), so that the
 //     connection's own congestion control does not fill the router's
 //     queue with tunnel data either. The bound's rate is the larger of the
 //     pacer's (measured over 100 ms) and the median of the last nine
@@ -117,8 +118,8 @@
 // unsent limit) and never gates: it costs one monotonic clock reading
 // per socket write, and two per wait for the socket; loopback bulk, both
 // directions, 1 and 8 streams, runs within 3 % of the code before the
-// pacer (bench/README.md, session 11). Over QUIC streams are independent and
-// quic-go schedules them round robin; what remains there is the
+// pacer (bench/README.md, session 11). Over QUIC streams are independent
+// and quic-go schedules them round robin; what remains there is the
 // congestion controller's queue in the router, which is the link's.
 //
 // References: RFC 4253 (SSH transport), RFC 4254 (connection protocol:

@@ -43,8 +43,8 @@ const (
 // for the socket to take the bytes; see socketWriter): when they spent
 // more than a tenth of a window blocked, the socket, not the tunnel, set
 // the pace, and bytes / time blocked is the link's rate. Otherwise the
-// link had room and the sizes go back to their maximum. Past 64 MB/s either way, the unsent
-// limit is the kernel's own.
+// link had room and the sizes go back to their maximum. Past 64 MB/s
+// either way, the unsent limit is the kernel's own.
 type pacer struct {
 	packet atomic.Int32 // payload bytes per SSH packet, read by every lane
 	// rate is the drain rate measured over the last window, in bytes per
