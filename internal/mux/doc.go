@@ -81,9 +81,9 @@
 //     TCP_NOTSENT_LOWAT to about 2 ms of the measured rate, and holds
 //     large writes back while the socket has more unacknowledged bytes
 //     (SIOCOUTQ) than twice the path's bandwidth-delay product plus those
-//     2 ms (TCP_INFO's minimum RTT), so that the
-//     connection's own congestion control does not fill the router's
-//     queue with tunnel data either. The bound's rate is the larger of the
+//     2 ms (TCP_INFO's minimum RTT), so that the connection's own
+//     congestion control does not fill the router's queue with tunnel
+//     data either. The bound's rate is the larger of the
 //     pacer's (measured over 100 ms) and the median of the last nine
 //     delivery rates TCP_INFO reported, never one of them alone: that is
 //     one ACK's sample, and for a moment after the link idled it read up to
