@@ -213,6 +213,19 @@ func RoundTrip(c net.Conn, msg, buf []byte) error {
 	return nil
 }
 
+// Median is the median of xs (not modified): the mean of the middle two
+// of an even count, 0 for none.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
 // Percentile is the nearest-rank q-quantile of sorted d.
 func Percentile(sorted []time.Duration, q float64) time.Duration {
 	if len(sorted) == 0 {

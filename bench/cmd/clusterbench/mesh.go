@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"sort"
 	"time"
 
 	"paradigm/bench/benchkit"
@@ -232,17 +231,4 @@ func download(ctx context.Context, addr string, size int64) (float64, error) {
 		return 0, fmt.Errorf("got %d bytes, asked %d", n, size)
 	}
 	return float64(size) / (1 << 20) / took.Seconds(), nil
-}
-
-// median of xs (not modified).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -72,8 +72,8 @@ func (r *results) printHop(w io.Writer) {
 		{"RTT 64 B, kept connection, p99 (µs)", func(c string) (float64, bool) { d, ok := pct(r.hop.rtt[c], 0.99); return us(d), ok }},
 		{"new connection + 64 B round trip, p50 (µs)", func(c string) (float64, bool) { d, ok := pct(r.hop.conn[c], 0.50); return us(d), ok }},
 		{"new connection + 64 B round trip, p99 (µs)", func(c string) (float64, bool) { d, ok := pct(r.hop.conn[c], 0.99); return us(d), ok }},
-		{"bulk to the playnode (MiB/s)", func(c string) (float64, bool) { x := r.hop.upMiBs[c]; return median(x), len(x) > 0 }},
-		{"bulk from the playnode (MiB/s)", func(c string) (float64, bool) { x := r.hop.downMiBs[c]; return median(x), len(x) > 0 }},
+		{"bulk to the playnode (MiB/s)", func(c string) (float64, bool) { x := r.hop.upMiBs[c]; return benchkit.Median(x), len(x) > 0 }},
+		{"bulk from the playnode (MiB/s)", func(c string) (float64, bool) { x := r.hop.downMiBs[c]; return benchkit.Median(x), len(x) > 0 }},
 		{"bulk: CPU s/GiB, the three relays", func(c string) (float64, bool) { x, ok := r.hop.relayCPU[c]; return x, ok && c != colDirect }},
 		{"bulk: CPU s/GiB, client + playnode + services (one process)", func(c string) (float64, bool) { x, ok := r.hop.selfCPU[c]; return x, ok }},
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"paradigm/bench/benchkit"
 )
 
 // results holds every phase, per direction and configuration, in run order.
@@ -33,15 +35,9 @@ func spread(vs []float64, format string) string {
 	if len(vs) == 0 {
 		return "–"
 	}
-	s := slices.Clone(vs)
-	slices.Sort(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	out := fmt.Sprintf(format, med)
-	if len(s) > 1 {
-		out += fmt.Sprintf(" ("+format+"–"+format+")", s[0], s[len(s)-1])
+	out := fmt.Sprintf(format, benchkit.Median(vs))
+	if len(vs) > 1 {
+		out += fmt.Sprintf(" ("+format+"–"+format+")", slices.Min(vs), slices.Max(vs))
 	}
 	return out
 }

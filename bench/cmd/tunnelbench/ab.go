@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"paradigm/bench/benchkit"
 )
 
 // abSettings are those of -ab: paradigm over SSH on loopback against
@@ -113,7 +115,7 @@ func runAB(ctx context.Context, s *settings, ab abSettings, w io.Writer) error {
 			get  func(abSample) float64
 		}{{"throughput " + l.name + " (Gbit/s)", gbit}, {"CPU s/GiB, " + l.name + " (relay+node)", cpu}} {
 			a, b := abValues(this, f.get), abValues(other, f.get)
-			fmt.Fprintf(w, "| %s | %s | %s | %.2fx |\n", f.name, abSpread(a), abSpread(b), median(a)/median(b))
+			fmt.Fprintf(w, "| %s | %s | %s | %.2fx |\n", f.name, abSpread(a), abSpread(b), benchkit.Median(a)/benchkit.Median(b))
 		}
 	}
 	return nil
@@ -127,20 +129,9 @@ func abValues(s []abSample, get func(abSample) float64) []float64 {
 	return out
 }
 
-func median(vs []float64) float64 {
-	s := slices.Sorted(slices.Values(vs))
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return s[len(s)/2]
-}
-
 func abSpread(vs []float64) string {
 	if len(vs) == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%.2f (%.2f–%.2f)", median(vs), slices.Min(vs), slices.Max(vs))
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", benchkit.Median(vs), slices.Min(vs), slices.Max(vs))
 }

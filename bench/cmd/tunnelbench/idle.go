@@ -187,18 +187,11 @@ func medianRange(xs []float64) string {
 	if len(xs) == 0 {
 		return "–"
 	}
-	xs = slices.Clone(xs)
-	slices.Sort(xs)
-	var med float64
-	if n := len(xs); n%2 == 1 {
-		med = xs[n/2]
-	} else {
-		med = (xs[n/2-1] + xs[n/2]) / 2
-	}
+	med := benchkit.Median(xs)
 	if len(xs) == 1 {
 		return fmt.Sprintf("%.0f", med)
 	}
-	return fmt.Sprintf("%.0f (%.0f-%.0f)", med, xs[0], xs[len(xs)-1])
+	return fmt.Sprintf("%.0f (%.0f-%.0f)", med, slices.Min(xs), slices.Max(xs))
 }
 
 func printIdle(w io.Writer, s *settings, is idleSettings, cols []idleColumn, early, late [][]idleReading, nodeSize int64, took time.Duration) {
