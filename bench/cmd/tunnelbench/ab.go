@@ -43,7 +43,11 @@ func pickABLoads(list string) ([]abLoad, error) {
 	for name := range strings.SplitSeq(list, ",") {
 		i := slices.IndexFunc(abLoads, func(l abLoad) bool { return l.name == strings.TrimSpace(name) })
 		if i < 0 {
-			return nil, fmt.Errorf("-ab-loads: no load %q (have \"1 stream\", \"1 stream -R\", \"8 streams\", \"8 streams -R\")", name)
+			var have []string
+			for _, l := range abLoads {
+				have = append(have, fmt.Sprintf("%q", l.name))
+			}
+			return nil, fmt.Errorf("-ab-loads: no load %q (have %s)", name, strings.Join(have, ", "))
 		}
 		out = append(out, abLoads[i])
 	}
